@@ -1,0 +1,7 @@
+"""Entry point for `python -m sync`."""
+
+import sys
+
+from sync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""`python -m sync`: mirror an index, audit a mirror. Exit codes are part of the contract (see EXIT_CODES)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
+from sync.lease import LeaseHeld
+from sync.mirror import Mirror
+from sync.progress import Reporter
+from sync.storage import Storage, StorageError, open_storage
+from sync.upstream import UpstreamClient, UpstreamError
+from sync.verify import verify_mirror
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_UPSTREAM = 3
+EXIT_DESTINATION = 4
+EXIT_LEASE_HELD = 5
+EXIT_VERIFY_FAILED = 6
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "success: everything planned is mirrored (mirror) or the mirror is sound (verify)",
+    EXIT_PARTIAL: "some projects failed (one line each); their previous pages stay published and are retried next run",
+    EXIT_USAGE: "bad flag or configuration value",
+    EXIT_UPSTREAM: "the upstream index could not be reached or answered nonsense",
+    EXIT_DESTINATION: "the destination could not be read or written",
+    EXIT_LEASE_HELD: "another run holds the destination's lease",
+    EXIT_VERIFY_FAILED: "verify found problems (one line each)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); the mirror stays consistent and the next run resumes",
+}
+
+
+def _add_destination(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", required=True, help="a folder path or s3://bucket[/prefix]")
+    parser.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m sync", description=__doc__, epilog=epilog, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mirror = commands.add_parser(
+        "mirror", help="mirror a PEP 503/691 index into DEST", epilog=epilog,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    mirror.add_argument("--upstream", help=f"index base URL (default {DEFAULT_UPSTREAM})")
+    _add_destination(mirror)
+    mirror.add_argument("--project", action="append", dest="projects", metavar="NAME",
+                        help="mirror only these projects (repeatable; default: the whole index)")
+    mirror.add_argument("--block", action="append", dest="blocklist", metavar="NAME", help="never mirror NAME")
+    mirror.add_argument("--keep-latest", type=int, metavar="N", help="keep only the newest N releases per project")
+    mirror.add_argument("--platform", action="append", dest="platforms", metavar="PATTERN",
+                        help="keep only wheels whose platform tag matches (fnmatch, e.g. 'manylinux*', 'any')")
+    mirror.add_argument("--python-tag", action="append", dest="python_tags", metavar="PATTERN",
+                        help="keep only wheels whose Python tag matches (fnmatch, e.g. 'cp313', 'py3')")
+    mirror.add_argument("--max-file-size", type=int, metavar="BYTES", help="skip files larger than this")
+    mirror.add_argument("--workers", type=int, metavar="N", help="concurrent requests to upstream (default 10)")
+    mirror.add_argument("--contact", help="contact (e-mail or URL) sent in the User-Agent, as PyPI asks")
+    mirror.add_argument("--file-host", action="append", dest="file_hosts", metavar="HOST",
+                        help="another host that file URLs may point at")
+    mirror.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings (flags win)")
+    mirror.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
+                        help="auto: a status line on a terminal, JSON lines otherwise")
+
+    verify = commands.add_parser("verify", help="audit a mirror: exit 0 when sound", epilog=epilog,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    _add_destination(verify)
+    verify.add_argument("--sizes-only", action="store_true", help="compare sizes instead of re-hashing every file")
+    verify.add_argument("--workers", type=int, default=8, metavar="N", help="objects hashed at once (default 8)")
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _open_destination(dest: str, endpoint_url: str | None) -> Storage:
+    return open_storage(dest, endpoint_url=endpoint_url)
+
+
+def run_mirror(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(
+            args.config,
+            {
+                "upstream": args.upstream, "dest": args.dest, "endpoint_url": args.endpoint_url,
+                "projects": args.projects or (), "blocklist": args.blocklist or (), "keep_latest": args.keep_latest,
+                "platforms": args.platforms or (), "python_tags": args.python_tags or (),
+                "max_file_size": args.max_file_size, "workers": args.workers, "contact": args.contact,
+                "file_hosts": args.file_hosts or (),
+            },
+        )
+    except ConfigError as error:
+        return _fail(EXIT_USAGE, str(error))
+    json_lines = {"auto": None, "json": True, "text": False}[args.log_format]
+    return mirror_once(config, Reporter(json_lines=json_lines))
+
+
+def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
+    """One mirror run with the CLI's error handling; returns the exit code."""
+    try:
+        storage = _open_destination(config.dest, config.endpoint_url)
+    except (StorageError, ValueError) as error:
+        return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
+    upstream = UpstreamClient(
+        config.upstream, contact=config.contact, max_connections=config.workers, file_hosts=config.allowed_file_hosts
+    )
+    mirror = Mirror(config, upstream, storage, reporter)
+    try:
+        result = mirror.run(owner=f"{socket.gethostname()}:{os.getpid()}")
+    except LeaseHeld as error:
+        return _fail(EXIT_LEASE_HELD, str(error))
+    except UpstreamError as error:
+        return _fail(EXIT_UPSTREAM, f"upstream {config.upstream}: {error}")
+    except StorageError as error:
+        return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted; run again to resume")
+    finally:
+        mirror.close()
+    for project in result.failed:
+        print(f"failed: {project.name}: {'; '.join(project.errors)}", file=sys.stderr)
+    return EXIT_PARTIAL if result.failed else EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        storage = _open_destination(args.dest, args.endpoint_url)
+        report = verify_mirror(storage, hashes=not args.sizes_only, workers=max(1, args.workers))
+    except (StorageError, ValueError) as error:
+        return _fail(EXIT_DESTINATION, f"destination {args.dest}: {error}")
+    for orphan in report.orphans:
+        print(f"orphan: {orphan} (named by no page)")
+    for problem in report.problems:
+        print(problem)
+    print(
+        f"{'sound' if report.sound else 'UNSOUND'}: {report.projects} projects, "
+        f"{report.objects_checked} objects hashed, {len(report.problems)} problems, {len(report.orphans)} orphans",
+        file=sys.stderr,
+    )
+    return EXIT_OK if report.sound else EXIT_VERIFY_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"mirror": run_mirror, "verify": run_verify}
+    return commands[args.command](args)

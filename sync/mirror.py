@@ -1,0 +1,423 @@
+"""The sync engine: plan → fetch → verify → publish, one project at a time, with the mirror correct after every step.
+
+Invariant, crash or not: every link in every published page resolves to an object whose sha256 matches. Files are
+stored (verified) before the page that names them is written, and deleted only after the page stops naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import urllib3.exceptions
+
+from sync import render
+from sync.config import MirrorConfig
+from sync.filters import filter_page, wants_project
+from sync.lease import Lease, LeaseLost, acquire
+from sync.models import DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.progress import Reporter
+from sync.state import MirrorState, ProjectState, load_state, save_state
+from sync.storage import (
+    FILE_CACHE_CONTROL,
+    PAGE_CACHE_CONTROL,
+    ChecksumMismatch,
+    Storage,
+    StorageError,
+    content_type_for,
+)
+from sync.upstream import ProjectNotFound, UpstreamClient, UpstreamError
+
+ROOT_HTML_KEY = "simple/index.html"
+ROOT_JSON_KEY = "simple/index.v1_json"
+# What can go wrong while fetching one file and is worth another try.
+RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)
+
+
+def page_keys(normalized: str) -> tuple[str, str]:
+    """Object keys of a project's (JSON, HTML) pages."""
+    return f"simple/{normalized}/index.v1_json", f"simple/{normalized}/index.html"
+
+
+class Outcome(StrEnum):
+    UNCHANGED = "unchanged"
+    UPDATED = "updated"
+    REMOVED = "removed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass
+class ProjectResult:
+    name: str
+    outcome: Outcome
+    serial: int | None = None
+    etag: str | None = None
+    files_stored: int = 0
+    bytes_stored: int = 0
+    files_deleted: int = 0
+    pages_written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    projects: list[ProjectResult]
+    root_written: bool
+    summary: dict[str, object]
+
+    @property
+    def failed(self) -> list[ProjectResult]:
+        return [p for p in self.projects if p.outcome is Outcome.FAILED]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which projects to sync (normalized name → the lowest upstream serial their page may have)."""
+
+    projects: dict[str, int | None]
+    serial: int | None  # the change-feed serial the mirror reaches once every planned project is synced
+    listing: frozenset[str] | None = None  # every upstream project, when the plan read the whole root
+
+
+class FileFetchFailed(Exception):
+    """A file could not be fetched and verified after every attempt."""
+
+
+class Mirror:
+    """Mirror an upstream index into a storage destination."""
+
+    def __init__(self, config: MirrorConfig, upstream: UpstreamClient, storage: Storage, reporter: Reporter):
+        self.config = config
+        self.upstream = upstream
+        self.storage = storage
+        self.reporter = reporter
+        self._file_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="file")
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        self._file_pool.shutdown(wait=True, cancel_futures=True)
+
+    # ----------------------------------------------------------------------------------------------- planning
+    def plan(self, state: MirrorState) -> Plan:
+        """Read the change feed (or the root listing, or the allowlist) and decide what to sync."""
+        pending: dict[str, int | None] = dict(state.pending)
+        if state.serial is not None:
+            changes = self.upstream.changelog_since(state.serial)
+            if changes is not None:
+                work = pending
+                serial = state.serial
+                for name, change_serial in changes:
+                    serial = max(serial, change_serial)
+                    normalized = self._normalized_or_report(name)
+                    if normalized and wants_project(self.config, normalized):
+                        work[normalized] = max(work.get(normalized) or 0, change_serial)
+                # Projects added to the allowlist since the last run are not in the feed: sync them too.
+                work.update(
+                    {n: None for n in self.config.projects if n not in state.projects and n not in work}
+                )
+                return Plan(work, serial)
+        serial = self.upstream.last_serial()
+        if self.config.projects:
+            work = {name: None for name in self.config.projects if wants_project(self.config, name)}
+            return Plan({**work, **pending}, serial)
+        listing = self.upstream.list_projects()
+        work = {}
+        for name, upstream_serial in listing.items():
+            if not wants_project(self.config, name):
+                continue
+            known = state.projects.get(name)
+            if known is None or upstream_serial is None or known.serial is None or upstream_serial > known.serial:
+                work[name] = upstream_serial
+        # Projects the mirror holds that upstream no longer lists: syncing them finds the 404 and removes them.
+        work.update({name: None for name in state.projects if name not in listing})
+        return Plan({**work, **pending}, serial, frozenset(listing))
+
+    def _normalized_or_report(self, name: str) -> str | None:
+        try:
+            return normalize_project_name(name)
+        except InvalidInput as error:
+            self.reporter.event("invalid_project", level="warning", error=str(error))
+            return None
+
+    # ------------------------------------------------------------------------------------------- one project
+    def sync_project(
+        self,
+        name: str,
+        *,
+        min_serial: int | None = None,
+        previous: ProjectState | None = None,
+        check_published: bool = True,
+        check_existing: bool = False,
+    ) -> ProjectResult:
+        """Bring one project's pages and files in line with upstream; on failure its old page stays in place.
+
+        `previous` is what the mirror last published (serial and upstream ETag); `check_published` reads the
+        published page to diff against (skip it only when the mirror is known not to hold the project);
+        `check_existing` looks for each new file in storage before downloading it (after an interrupted run).
+        """
+        normalized = self._normalized_or_report(name)
+        if normalized is None:
+            return ProjectResult(name, Outcome.FAILED, errors=[f"invalid project name {name!r}"])
+        if not wants_project(self.config, normalized):
+            return ProjectResult(normalized, Outcome.SKIPPED)
+        known_serial, known_etag = (previous.serial, previous.etag) if previous else (None, None)
+        floor = max((s for s in (min_serial, known_serial) if s is not None), default=None)
+        try:
+            page = self.upstream.get_project(normalized, etag=known_etag, min_serial=floor)
+        except ProjectNotFound:
+            return self._remove_project(normalized)
+        except (UpstreamError, InvalidInput) as error:
+            return self._failed(normalized, str(error))
+        if page is None:  # 304 Not Modified: the page we hold is current
+            return ProjectResult(normalized, Outcome.UNCHANGED, known_serial, known_etag)
+        return self._publish(filter_page(self.config, page), check_published, check_existing)
+
+    def _publish(self, page: ProjectPage, check_published: bool, check_existing: bool) -> ProjectResult:
+        result = ProjectResult(page.normalized, Outcome.UPDATED, page.last_serial, page.etag)
+        json_key, html_key = page_keys(page.normalized)
+        new_json = render.project_json(page)
+        old_page: ProjectPage | None = None
+        if check_published:
+            try:
+                found = self.storage.get_bytes(json_key)
+                if found is not None and found[0] == new_json:
+                    result.outcome = Outcome.UNCHANGED
+                    return result
+                old_page = render.parse_published_json(found[0]) if found else None
+            except (StorageError, ValueError) as error:
+                # An unreadable published page is replaced; nothing it names is deleted on its word.
+                self.reporter.event("published_page_unreadable", level="warning", key=json_key, error=str(error))
+        try:
+            self._store_files(page, old_page, check_existing, result)
+        except FileFetchFailed:
+            return self._failed(page.normalized, "; ".join(result.errors), result)
+        try:
+            for key, body in ((json_key, new_json), (html_key, render.project_html(page))):
+                self.storage.put_bytes(
+                    key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL
+                )
+                result.pages_written += 1
+            self._delete_unnamed(old_page, page, result)
+        except StorageError as error:
+            return self._failed(page.normalized, str(error), result)
+        self.reporter.event(
+            "project_synced", project=page.normalized, serial=page.last_serial, files=result.files_stored,
+            bytes=result.bytes_stored, deleted=result.files_deleted,
+        )
+        return result
+
+    def _store_files(
+        self, page: ProjectPage, old_page: ProjectPage | None, check_existing: bool, result: ProjectResult
+    ) -> None:
+        held = objects_named(old_page)
+        wanted = [
+            obj for dist in page.files for obj in _objects_of(dist) if held.get(obj.key) != obj.sha256
+        ]
+        futures: dict[Future[int], DistFile] = {
+            self._file_pool.submit(self._store_file, obj, check_existing): obj for obj in wanted
+        }
+        for future in as_completed(futures):
+            obj = futures[future]
+            try:
+                size = future.result()
+            except (FileFetchFailed, StorageError) as error:
+                result.errors.append(f"{obj.key}: {error}")
+                continue
+            result.files_stored += 1
+            result.bytes_stored += size
+        if result.errors:
+            raise FileFetchFailed(result.errors[0])
+
+    def _store_file(self, dist: DistFile, check_existing: bool) -> int:
+        """Download one file and store it verified; returns its size. Retries what is retryable."""
+        if check_existing:
+            info = self.storage.head(dist.key)
+            if info is not None and (dist.size is None or info.size == dist.size):
+                return 0  # stored by an interrupted run; storage only ever shows verified objects
+        last_error: Exception | None = None
+        for attempt in range(1, self.config.file_attempts + 1):
+            if self._stop.is_set():
+                raise FileFetchFailed("run stopped")
+            try:
+                with self.upstream.open_file(dist.url) as body:
+                    self.storage.put_file(
+                        dist.key, body, sha256=dist.sha256, size=dist.size,
+                        content_type=content_type_for(dist.key), cache_control=FILE_CACHE_CONTROL,
+                    )
+            except RETRYABLE_FETCH_ERRORS as error:
+                last_error = error
+                self.reporter.event(
+                    "file_retry", level="warning", key=dist.key, attempt=attempt, error=str(error) or repr(error)
+                )
+                continue
+            size = dist.size if dist.size is not None else (self.storage.head(dist.key) or _NO_INFO).size
+            self.reporter.file_stored(size)
+            return size
+        raise FileFetchFailed(f"gave up after {self.config.file_attempts} attempts: {last_error}")
+
+    def _delete_unnamed(self, old_page: ProjectPage | None, page: ProjectPage, result: ProjectResult) -> None:
+        """Delete what the old page named and the new one does not — only ever after the new page is written."""
+        keep = objects_named(page)
+        for key in objects_named(old_page):
+            if key not in keep:
+                self.storage.delete(key)
+                result.files_deleted += 1
+
+    def _remove_project(self, normalized: str) -> ProjectResult:
+        """Upstream deleted the project: unpublish its pages first, then delete its files."""
+        result = ProjectResult(normalized, Outcome.REMOVED)
+        json_key, html_key = page_keys(normalized)
+        try:
+            found = self.storage.get_bytes(json_key)
+            old_page = render.parse_published_json(found[0]) if found else None
+            for key in (json_key, html_key):
+                self.storage.delete(key)
+            for key in objects_named(old_page):
+                self.storage.delete(key)
+                result.files_deleted += 1
+        except (StorageError, ValueError) as error:
+            return self._failed(normalized, str(error), result)
+        self.reporter.event("project_removed", project=normalized, deleted=result.files_deleted)
+        return result
+
+    def _failed(self, normalized: str, error: str, result: ProjectResult | None = None) -> ProjectResult:
+        result = result or ProjectResult(normalized, Outcome.FAILED)
+        result.outcome = Outcome.FAILED
+        if error not in result.errors:
+            result.errors.append(error)
+        self.reporter.event("project_failed", level="error", project=normalized, error=error)
+        return result
+
+    # ------------------------------------------------------------------------------------------ root pages
+    def publish_root(self, names: Iterable[str]) -> None:
+        """Write the root pages listing `names` (normalized)."""
+        ordered = sorted(names)
+        bodies = (
+            (ROOT_JSON_KEY, render.root_json(((n, None) for n in ordered), None)),
+            (ROOT_HTML_KEY, render.root_html((n, None) for n in ordered)),
+        )
+        for key, body in bodies:
+            self.storage.put_bytes(key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL)
+        self.reporter.event("root_published", projects=len(ordered))
+
+    # ------------------------------------------------------------------------------------------- whole run
+    def run(self, owner: str) -> RunResult:
+        """One complete run: plan; if there is work, take the destination's lease, sync, publish the root.
+
+        Planning reads only, so a run with nothing to do writes nothing — not even the lease.
+        """
+        self._stop.clear()
+        state = load_state(self.storage)
+        plan = self.plan(state or MirrorState())
+        if state is not None and not plan.projects and not state.incomplete:
+            self.reporter.event("up_to_date", serial=state.serial)
+            return RunResult([], False, self.reporter.summary())
+        with acquire(self.storage, owner=owner, ttl=self.config.lease_ttl) as lease:
+            renewer = threading.Thread(target=self._keep_lease, args=(lease,), daemon=True)
+            renewer.start()
+            try:
+                locked_state = load_state(self.storage)
+                if _state_bytes(locked_state) != _state_bytes(state):  # another run finished in between
+                    state, plan = locked_state, self.plan(locked_state or MirrorState())
+                return self._run_locked(state, plan)
+            finally:
+                self._stop.set()
+                renewer.join(timeout=5)
+
+    def _keep_lease(self, lease: Lease) -> None:
+        while not self._stop.wait(self.config.lease_ttl / 3):
+            try:
+                lease.renew()
+            except (LeaseLost, StorageError) as error:
+                self.reporter.event("lease_lost", level="error", error=str(error))
+                self._stop.set()
+
+    def _run_locked(self, stored: MirrorState | None, plan: Plan) -> RunResult:
+        first_run = stored is None
+        state = stored or MirrorState()
+        resumed = state.incomplete
+        self.reporter.start(len(plan.projects))
+        if plan.projects and not state.incomplete:
+            state.incomplete = True
+            save_state(self.storage, state)
+        results = self._sync_all(plan, state, resumed)
+        names_before = set(state.projects)
+        for result in results:
+            self._record(state, result)
+        state.pending = {r.name: plan.projects.get(r.name) for r in results if r.outcome is Outcome.FAILED}
+        root_written = first_run or set(state.projects) != names_before
+        if root_written:
+            self.publish_root(state.projects)
+        if plan.serial is not None:
+            state.serial = plan.serial
+        changed_state = root_written or bool(plan.projects) or state.incomplete
+        state.incomplete = False
+        if changed_state:
+            save_state(self.storage, state)
+        self.reporter.close()
+        summary = self.reporter.summary()
+        self.reporter.event("run_finished", **summary)
+        return RunResult(results, root_written, summary)
+
+    def _sync_all(self, plan: Plan, state: MirrorState, resumed: bool) -> list[ProjectResult]:
+        def one(name: str, min_serial: int | None) -> ProjectResult:
+            if self._stop.is_set():
+                return ProjectResult(name, Outcome.FAILED, errors=["run stopped: lease lost"])
+            previous = state.projects.get(name)
+            result = self.sync_project(
+                name,
+                min_serial=min_serial,
+                previous=previous,
+                check_published=previous is not None or resumed,
+                check_existing=resumed,
+            )
+            self.reporter.project_finished(failed=result.outcome is Outcome.FAILED)
+            return result
+
+        with ThreadPoolExecutor(self.config.workers, thread_name_prefix="project") as pool:
+            return list(pool.map(one, plan.projects, plan.projects.values()))
+
+    @staticmethod
+    def _record(state: MirrorState, result: ProjectResult) -> None:
+        if result.outcome is Outcome.REMOVED:
+            state.projects.pop(result.name, None)
+        elif result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+            state.projects[result.name] = ProjectState(result.serial, result.etag)
+
+
+@dataclass(frozen=True)
+class _NoInfo:
+    size: int = 0
+
+
+_NO_INFO = _NoInfo()
+
+
+def _objects_of(dist: DistFile) -> list[DistFile]:
+    """The stored objects one file entry stands for: the file, and its core metadata when mirrored."""
+    objects = [dist]
+    if dist.has_metadata and dist.metadata_sha256:
+        objects.append(
+            dataclasses.replace(
+                dist, filename=dist.filename + ".metadata", url=dist.url + ".metadata", key=dist.metadata_key,
+                sha256=dist.metadata_sha256, size=None, has_metadata=False, metadata_sha256=None,
+            )
+        )
+    return objects
+
+
+def _state_bytes(state: MirrorState | None) -> bytes | None:
+    return None if state is None else state.to_json()
+
+
+def objects_named(page: ProjectPage | None) -> dict[str, str]:
+    """key → sha256 of every object a page names."""
+    if page is None:
+        return {}
+    return {obj.key: obj.sha256 for dist in page.files for obj in _objects_of(dist)}
