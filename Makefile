@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements/dev.txt requirements/runtime.txt pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m sync demo
+	$(PY) -m devstack demo
 
 test: venv
 	$(PY) -m ruff check .

@@ -12,7 +12,7 @@ from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
 from sync.lease import LeaseHeld
 from sync.mirror import Mirror
 from sync.progress import Reporter
-from sync.storage import Storage, StorageError, open_storage
+from sync.storage import StorageError, open_storage
 from sync.upstream import UpstreamClient, UpstreamError
 from sync.verify import verify_mirror
 
@@ -88,10 +88,6 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _open_destination(dest: str, endpoint_url: str | None) -> Storage:
-    return open_storage(dest, endpoint_url=endpoint_url)
-
-
 def run_mirror(args: argparse.Namespace) -> int:
     try:
         config = load_config(
@@ -113,7 +109,7 @@ def run_mirror(args: argparse.Namespace) -> int:
 def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     """One mirror run with the CLI's error handling; returns the exit code."""
     try:
-        storage = _open_destination(config.dest, config.endpoint_url)
+        storage = open_storage(config.dest, endpoint_url=config.endpoint_url, max_connections=config.workers + 4)
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
     upstream = UpstreamClient(
@@ -139,7 +135,7 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     try:
-        storage = _open_destination(args.dest, args.endpoint_url)
+        storage = open_storage(args.dest, endpoint_url=args.endpoint_url)
         report = verify_mirror(storage, hashes=not args.sizes_only, workers=max(1, args.workers))
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {args.dest}: {error}")

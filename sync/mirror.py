@@ -99,6 +99,8 @@ class Mirror:
         self.reporter = reporter
         self._file_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="file")
         self._stop = threading.Event()
+        self._run_state: MirrorState | None = None  # the state of the run in progress, if any
+        self._marked_incomplete = threading.Lock()
 
     def close(self) -> None:
         self._file_pool.shutdown(wait=True, cancel_futures=True)
@@ -122,7 +124,8 @@ class Mirror:
                     {n: None for n in self.config.projects if n not in state.projects and n not in work}
                 )
                 return Plan(work, serial)
-        serial = self.upstream.last_serial()
+        # A mirror that already holds projects but no serial was made from an upstream without a change feed.
+        serial = None if state.projects and state.serial is None else self.upstream.last_serial()
         if self.config.projects:
             work = {name: None for name in self.config.projects if wants_project(self.config, name)}
             return Plan({**work, **pending}, serial)
@@ -240,6 +243,7 @@ class Mirror:
             info = self.storage.head(dist.key)
             if info is not None and (dist.size is None or info.size == dist.size):
                 return 0  # stored by an interrupted run; storage only ever shows verified objects
+        self._mark_incomplete()
         last_error: Exception | None = None
         for attempt in range(1, self.config.file_attempts + 1):
             if self._stop.is_set():
@@ -260,6 +264,14 @@ class Mirror:
             self.reporter.file_stored(size)
             return size
         raise FileFetchFailed(f"gave up after {self.config.file_attempts} attempts: {last_error}")
+
+    def _mark_incomplete(self) -> None:
+        """Before a run stores its first file, record that files may exist that no page names yet."""
+        with self._marked_incomplete:
+            state = self._run_state
+            if state is not None and not state.incomplete:
+                state.incomplete = True
+                save_state(self.storage, state)
 
     def _delete_unnamed(self, old_page: ProjectPage | None, page: ProjectPage, result: ProjectResult) -> None:
         """Delete what the old page named and the new one does not — only ever after the new page is written."""
@@ -343,10 +355,12 @@ class Mirror:
         state = stored or MirrorState()
         resumed = state.incomplete
         self.reporter.start(len(plan.projects))
-        if plan.projects and not state.incomplete:
-            state.incomplete = True
-            save_state(self.storage, state)
-        results = self._sync_all(plan, state, resumed)
+        initial = state.to_json()
+        self._run_state = state
+        try:
+            results = self._sync_all(plan, state, resumed)
+        finally:
+            self._run_state = None
         names_before = set(state.projects)
         for result in results:
             self._record(state, result)
@@ -356,9 +370,8 @@ class Mirror:
             self.publish_root(state.projects)
         if plan.serial is not None:
             state.serial = plan.serial
-        changed_state = root_written or bool(plan.projects) or state.incomplete
         state.incomplete = False
-        if changed_state:
+        if state.to_json() != initial:
             save_state(self.storage, state)
         self.reporter.close()
         summary = self.reporter.summary()
@@ -375,7 +388,7 @@ class Mirror:
                 min_serial=min_serial,
                 previous=previous,
                 check_published=previous is not None or resumed,
-                check_existing=resumed,
+                check_existing=resumed or name in state.pending,  # a failed project may have stored some files
             )
             self.reporter.project_finished(failed=result.outcome is Outcome.FAILED)
             return result

@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400"
 STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
+
+COPY_CHUNK = 1024 * 1024  # bytes read from a source stream at a time
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # S3 uploads stay in RAM up to this size, then spill to a temp file
+DEFAULT_S3_CONNECTIONS = 32  # size the pool at least to the number of threads that share one S3Storage
+S3_MAX_ATTEMPTS = 5  # tries in all; "standard" mode retries 5xx, SlowDown, throttling and dropped connections
+
+HTML_PAGE = "text/html; charset=utf-8"  # browsers and old pip need text/html for index.html (PEP 503)
+JSON_PAGE = "application/vnd.pypi.simple.v1+json"  # PEP 691
+BINARY = "application/octet-stream"  # distribution files and .metadata: never re-encoded by the edge
+CONTENT_TYPES_BY_SUFFIX = {"index.html": HTML_PAGE, "index.v1_json": JSON_PAGE, ".json": "application/json"}
+
+BUCKET_NAME = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+IPV4_LIKE = re.compile(r"\A\d+\.\d+\.\d+\.\d+\Z")
+TEMP_FILE = re.compile(r"\A\..*\.tmp-[A-Za-z0-9_]+\Z")  # `.<name>.tmp-<random>`: a folder upload in progress
+BOTO_ERRORS = (ClientError, BotoCoreError)
+
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -27,7 +57,7 @@ class PreconditionFailed(StorageError):
 class ObjectInfo:
     key: str
     size: int
-    etag: str  # opaque version token for conditional writes (S3 ETag; a content hash for folders)
+    etag: str  # opaque version token for conditional writes (S3 ETag; mtime_ns+size+inode for folders)
 
 
 class Storage(Protocol):
@@ -67,8 +97,8 @@ class Storage(Protocol):
         """A stream of the object's bytes (for verification); raises StorageError when absent."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Remove an object; absent is not an error."""
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove an object; absent is not an error, unless `if_match` asks for that version (PreconditionFailed)."""
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -78,3 +108,499 @@ class Storage(Protocol):
     def describe(self) -> str:
         """The destination as the user wrote it, for messages."""
         ...
+
+
+def content_type_for(key: str) -> str:
+    """The Content-Type an object is served with, chosen from its key."""
+    for suffix, content_type in CONTENT_TYPES_BY_SUFFIX.items():
+        if key.endswith(suffix):
+            return content_type
+    return BINARY
+
+
+def validate_key(key: str) -> str:
+    """`key` itself when it is a safe relative '/'-separated path; StorageError naming it otherwise."""
+    problem = None
+    if not key:
+        problem = "is empty"
+    elif key.startswith("/"):
+        problem = "is absolute"
+    elif "\\" in key or "\0" in key:
+        problem = "contains a backslash or NUL"
+    elif any(part in ("", ".", "..") for part in key.split("/")):
+        problem = "has an empty, '.' or '..' segment"
+    elif TEMP_FILE.match(key.rsplit("/", 1)[-1]):
+        problem = "looks like a temporary upload file"
+    if problem:
+        raise StorageError(f"refusing key {key!r}: it {problem}")
+    return key
+
+
+def _check_conditions(key: str, if_match: str | None, if_none_match: bool) -> None:
+    if if_match is not None and if_none_match:
+        raise ValueError(f"{key}: if_match and if_none_match exclude each other")
+
+
+def _mismatch(key: str, sha256: str, actual: str, size: int | None, received: int) -> ChecksumMismatch | None:
+    """The error to raise when what was received is not what was promised, else None."""
+    if size is not None and received != size:
+        return ChecksumMismatch(f"{key}: received {received} bytes, expected {size}")
+    if actual != sha256.lower():
+        return ChecksumMismatch(f"{key}: sha256 {actual} does not match the expected {sha256}")
+    return None
+
+
+def _copy_hashing(key: str, body: BinaryIO, sink: Callable[[bytes], Any], size: int | None) -> tuple[str, int]:
+    """Copy `body` into `sink` in bounded chunks; returns (sha256 hex, byte count). Stops early past `size`."""
+    digest = hashlib.sha256()
+    received = 0
+    while chunk := body.read(COPY_CHUNK):
+        digest.update(chunk)
+        received += len(chunk)
+        if size is not None and received > size:
+            raise ChecksumMismatch(f"{key}: received more than the expected {size} bytes")
+        _write_chunk(key, sink, chunk)
+    return digest.hexdigest(), received
+
+
+def _write_chunk(key: str, sink: Callable[[bytes], Any], chunk: bytes) -> None:
+    """`sink(chunk)`, with a local disk error (ENOSPC, EIO…) raised as a StorageError naming the key."""
+    try:
+        sink(chunk)
+    except OSError as error:
+        raise StorageError(f"{key}: cannot write: {error.strerror or error}") from error
+
+
+def open_storage(
+    dest: str, *, endpoint_url: str | None = None, max_connections: int = DEFAULT_S3_CONNECTIONS
+) -> Storage:
+    """The backend for `dest`: `s3://bucket[/prefix]` or a folder path (created when missing).
+
+    Raises ValueError for a malformed destination and StorageError for a folder that cannot be written.
+    """
+    if not dest:
+        raise ValueError("empty destination: give a folder path or s3://bucket[/prefix]")
+    scheme, separator, rest = dest.partition("://")
+    if separator and scheme.lower() == "s3":
+        bucket, _, prefix = rest.partition("/")
+        return S3Storage(
+            bucket,
+            prefix.strip("/"),
+            endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+            max_connections=max_connections,
+        )
+    if separator or dest.lower().startswith("s3:"):
+        raise ValueError(f"unsupported destination {dest!r}: give a folder path or s3://bucket[/prefix]")
+    return FolderStorage(Path(dest))
+
+
+# ------------------------------------------------------------------------------------------------- folder
+class FolderStorage:
+    """A local folder: atomic renames, fsync'd data, create-if-absent via link(2), compare-and-swap under flock."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create folder {root}: {error.strerror or error}") from error
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise StorageError(f"folder {root} is not writable")
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    @staticmethod
+    def _etag(info: os.stat_result) -> str:
+        return f'"{info.st_mtime_ns:x}-{info.st_size:x}-{info.st_ino:x}"'
+
+    def _new_temp(self, key: str, path: Path) -> tuple[int, str]:
+        """A fresh temp file beside `path`; retried when a concurrent delete prunes the directory in between."""
+        for _ in range(3):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
+        raise StorageError(f"{key}: the folder of {path} keeps disappearing")
+
+    def _write_temp(self, key: str, path: Path, write: Callable[[BinaryIO], T]) -> tuple[str, T]:
+        """Run `write` on a new temp file, fsync it and stamp its mtime to the nanosecond.
+
+        Returns the temp path and what `write` returned.
+
+        The temp file is removed on any error. The explicit stamp makes the stat-based etag change on every
+        write (the kernel's file clock ticks more coarsely).
+        """
+        fd, temp = self._new_temp(key, path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                written = write(cast(BinaryIO, handle))
+                try:
+                    handle.flush()
+                    os.fchmod(handle.fileno(), 0o644)
+                    now = time.time_ns()
+                    os.utime(handle.fileno(), ns=(now, now))
+                    os.fsync(handle.fileno())
+                except OSError as error:
+                    raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
+        except BaseException:
+            os.unlink(temp)
+            raise
+        return temp, written
+
+    def _publish(self, key: str, temp: str, path: Path) -> str:
+        """Atomically move `temp` onto `path`; returns the new etag."""
+        try:
+            os.replace(temp, path)
+            self._sync_dir(path.parent)
+            return self._etag(path.stat())
+        except OSError as error:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
+
+    @staticmethod
+    def _sync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, directory: Path) -> Iterator[None]:
+        """An exclusive flock on `directory`: serialises conditional updates of the keys inside it."""
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def put_file(
+        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
+    ) -> None:
+        """Content type and cache control are not stored: a folder has no object metadata."""
+        path = self._path(key)
+        temp, (actual, received) = self._write_temp(
+            key, path, lambda handle: _copy_hashing(key, body, handle.write, size)
+        )
+        if error := _mismatch(key, sha256, actual, size, received):
+            os.unlink(temp)
+            raise error
+        self._publish(key, temp, path)
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        _check_conditions(key, if_match, if_none_match)
+        path = self._path(key)
+        temp, _ = self._write_temp(key, path, lambda handle: _write_chunk(key, handle.write, data))
+        if if_none_match:
+            return self._link_if_absent(key, temp, path)
+        if if_match is None:
+            return self._publish(key, temp, path)
+        with self._locked(path.parent):
+            current = self.head(key)
+            if current is None or current.etag != if_match:
+                os.unlink(temp)
+                raise PreconditionFailed(f"{key}: changed since etag {if_match}")
+            return self._publish(key, temp, path)
+
+    def _link_if_absent(self, key: str, temp: str, path: Path) -> str:
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise PreconditionFailed(f"{key}: already exists") from None
+        except OSError as error:
+            raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
+        finally:
+            os.unlink(temp)
+        self._sync_dir(path.parent)
+        return self._etag(path.stat())
+
+    def get_bytes(self, key: str) -> tuple[bytes, str] | None:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(), self._etag(os.fstat(handle.fileno()))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise StorageError(f"{key}: cannot stat {path}: {error.strerror or error}") from error
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return ObjectInfo(key, info.st_size, self._etag(info))
+
+    def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # the caller closes it
+        except OSError as error:
+            raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        path = self._path(key)
+        try:
+            if if_match is None:
+                path.unlink(missing_ok=True)
+            else:
+                with self._locked(path.parent):
+                    current = self.head(key)
+                    if current is None or current.etag != if_match:
+                        raise PreconditionFailed(f"{key}: changed since etag {if_match}")
+                    path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            if if_match is not None:
+                raise PreconditionFailed(f"{key}: absent, expected etag {if_match}") from None
+            return
+        except OSError as error:
+            raise StorageError(f"{key}: cannot delete {path}: {error.strerror or error}") from error
+        self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove now-empty folders up to the root."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = prefix.rpartition("/")[0]
+        if base:
+            validate_key(base)
+        for info in self._walk(self.root / base if base else self.root, f"{base}/" if base else ""):
+            if info.key.startswith(prefix):
+                yield info
+
+    def _walk(self, directory: Path, key_prefix: str) -> Iterator[ObjectInfo]:
+        """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`."""
+        try:
+            with os.scandir(directory) as scan:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in scan]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as error:
+            raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
+        for sort_name, entry in sorted(entries, key=lambda item: item[0]):
+            if sort_name.endswith("/"):
+                yield from self._walk(Path(entry.path), key_prefix + sort_name)
+            elif entry.is_file(follow_symlinks=False) and not TEMP_FILE.match(entry.name):
+                info = entry.stat(follow_symlinks=False)
+                yield ObjectInfo(key_prefix + entry.name, info.st_size, self._etag(info))
+
+
+# ----------------------------------------------------------------------------------------------------- S3
+class S3Storage:
+    """An S3 bucket (or a prefix in it): one request per verb, sha256 checked by S3 itself on every upload."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        max_connections: int = DEFAULT_S3_CONNECTIONS,
+        client: Any = None,
+    ):
+        dest = f"s3://{bucket}/{prefix}".rstrip("/")
+        if not bucket:
+            raise ValueError(f"invalid S3 destination {dest!r}: no bucket name (expected s3://bucket[/prefix])")
+        if not BUCKET_NAME.match(bucket) or ".." in bucket or IPV4_LIKE.match(bucket):
+            raise ValueError(
+                f"invalid S3 destination {dest!r}: bucket name {bucket!r} is not valid "
+                "(3-63 characters: lower-case letters, digits, '.' and '-')"
+            )
+        if prefix:
+            try:
+                validate_key(prefix)
+            except StorageError as error:
+                raise ValueError(f"invalid S3 destination {dest!r}: prefix {prefix!r} is not a safe path") from error
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.dest = dest
+        self.client = client or _s3_client(endpoint_url, max_connections)
+
+    def describe(self) -> str:
+        return self.dest
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _fail(self, key: str, action: str, error: Exception) -> NoReturn:
+        """Raise the StorageError (or subclass) that `error` from botocore means, naming the key and the AWS code."""
+        where = f"{self.dest}/{key}"
+        if not isinstance(error, ClientError):
+            raise StorageError(f"{where}: {action} failed: {error}") from error
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = error.response.get("Error", {}).get("Message", "")
+        text = f"{where}: {action} failed: {code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+        if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise PreconditionFailed(text) from error
+        if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+            raise ChecksumMismatch(text) from error
+        raise StorageError(text) from error
+
+    @staticmethod
+    def _absent(error: Exception) -> bool:
+        if not isinstance(error, ClientError):
+            return False
+        code = error.response.get("Error", {}).get("Code")
+        return code in ("NoSuchKey", "404", "NotFound") and error.response.get("ResponseMetadata", {}).get(
+            "HTTPStatusCode"
+        ) == 404
+
+    def put_file(
+        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
+    ) -> None:
+        full_key = self._key(key)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            actual, received = _copy_hashing(key, body, spool.write, size)
+            if error := _mismatch(key, sha256, actual, size, received):
+                raise error
+            spool.seek(0)
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=full_key, Body=cast(BinaryIO, spool), ContentLength=received,
+                    ContentType=content_type, CacheControl=cache_control,
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(bytes.fromhex(actual)).decode(),
+                )
+            except BOTO_ERRORS as error:
+                self._fail(key, "PUT", error)
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        cache_control: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        _check_conditions(key, if_match, if_none_match)
+        conditions: dict[str, str] = {}
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
+                CacheControl=cache_control,
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                **conditions,
+            )
+        except BOTO_ERRORS as error:
+            if if_match is not None and self._absent(error):
+                raise PreconditionFailed(f"{self.dest}/{key}: absent, expected etag {if_match}") from error
+            self._fail(key, "PUT", error)
+        return response["ETag"]
+
+    def get_bytes(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
+        except BOTO_ERRORS as error:
+            if self._absent(error):
+                return None
+            self._fail(key, "GET", error)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except BOTO_ERRORS as error:
+            if self._absent(error):
+                return None
+            self._fail(key, "HEAD", error)
+        return ObjectInfo(key, response["ContentLength"], response["ETag"])
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except BOTO_ERRORS as error:
+            self._fail(key, "GET", error)
+        raw = _S3Stream(response["Body"], lambda error: self._fail(key, "GET", error))
+        return cast(BinaryIO, io.BufferedReader(raw, buffer_size=COPY_CHUNK))
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        try:
+            if if_match is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            else:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=if_match)
+        except BOTO_ERRORS as error:
+            if if_match is not None and self._absent(error):
+                raise PreconditionFailed(f"{self.dest}/{key}: absent, expected etag {if_match}") from error
+            self._fail(key, "DELETE", error)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(item["Key"][len(self.prefix) :], item["Size"], item["ETag"])
+        except BOTO_ERRORS as error:
+            self._fail(prefix, "LIST", error)
+
+
+class _S3Stream(io.RawIOBase):
+    """A GetObject body as a raw stream whose read errors become StorageErrors."""
+
+    def __init__(self, body: Any, fail: Callable[[Exception], NoReturn]):
+        self._body = body
+        self._fail = fail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = self._body.read(len(buffer))
+        except BOTO_ERRORS as error:
+            self._fail(error)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+def _s3_client(endpoint_url: str | None, max_connections: int) -> Any:
+    import boto3.session  # noqa: PLC0415 - boto3 loads only for S3 destinations
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
+        max_pool_connections=max(max_connections, 1),
+        connect_timeout=10,
+        read_timeout=120,
+        user_agent_extra="pypi-cdn",
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)

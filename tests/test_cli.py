@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sync.lease import acquire
 
 from sync.cli import EXIT_CODES, build_parser
+from sync.lease import acquire
 from sync.storage import open_storage
 from tests.upstream.server import Fault
 

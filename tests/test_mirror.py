@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
-from sync.lease import LeaseHeld, acquire
-from sync.upstream import UpstreamClient
 
 from sync import render
 from sync.config import MirrorConfig
+from sync.lease import LeaseHeld, acquire
 from sync.mirror import Mirror, Outcome, RunResult
 from sync.progress import Reporter
 from sync.state import STATE_KEY, load_state
 from sync.storage import Storage, open_storage
+from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
 from tests.upstream.server import Fault
 
