@@ -1,0 +1,186 @@
+"""The mirror's pages as bytes: PEP 503/592/658/714 HTML and PEP 691/700 JSON, with links relative to the page, so
+the mirror serves from any host. Pure and deterministic: an unchanged page renders to identical bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any
+from urllib.parse import quote, unquote
+
+from sync.models import MAX_NAME_LENGTH, DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.upstream import check_key, parse_json_page
+
+API_VERSION = "1.1"
+# Without every file's size a page cannot be a valid 1.1 (PEP 700) page: it says 1.0 and omits unknown sizes.
+API_VERSION_WITHOUT_SIZES = "1.0"
+FILE_LINK_PREFIX = "../../"  # from simple/<name>/ to the bucket root, where packages/ lives
+ROOT_BATCH = 16_384  # root entries rendered and encoded at a time, so memory stays near the output size
+# models.PROJECT_NAME (a PEP 508 name of at most MAX_NAME_LENGTH characters), one name per line.
+_NAME = rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 2}}}[A-Za-z0-9])?"
+NAME_LINES = re.compile(rf"(?:{_NAME}\n)*{_NAME}")
+SEPARATORS_TO_HYPHEN = str.maketrans("_.", "--")
+REPEATED_HYPHENS = re.compile(r"-{2,}")
+
+
+def file_href(key: str) -> str:
+    """A stored file's URL relative to its project page."""
+    return FILE_LINK_PREFIX + quote(key, safe="/")
+
+
+def api_version(page: ProjectPage) -> str:
+    return API_VERSION if all(dist.size is not None for dist in page.files) else API_VERSION_WITHOUT_SIZES
+
+
+def _attribute(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def _html_link(dist: DistFile) -> str:
+    attributes = [f'href="{_attribute(file_href(dist.key))}#sha256={dist.sha256}"']
+    if dist.requires_python is not None:
+        attributes.append(f'data-requires-python="{_attribute(dist.requires_python)}"')
+    if dist.yanked is not False:
+        attributes.append(f'data-yanked="{_attribute(dist.yanked if isinstance(dist.yanked, str) else "")}"')
+    if _serves_metadata(dist):
+        attributes.append(f'data-dist-info-metadata="sha256={dist.metadata_sha256}"')
+        attributes.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
+    return f"    <a {' '.join(attributes)}>{html.escape(dist.filename)}</a><br />"
+
+
+def _serves_metadata(dist: DistFile) -> bool:
+    """The mirror stores `.metadata` only when upstream gave its sha256 (it is verified like any file)."""
+    return dist.has_metadata and dist.metadata_sha256 is not None
+
+
+def project_html(page: ProjectPage) -> bytes:
+    """The PEP 503 page of a project, laid out as PyPI's, ending in `<!--SERIAL n-->` when the serial is known."""
+    title = html.escape(page.normalized)
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        f'    <meta name="pypi:repository-version" content="{api_version(page)}">',
+        f"    <title>Links for {title}</title>",
+        "  </head>",
+        "  <body>",
+        f"    <h1>Links for {title}</h1>",
+        *(_html_link(dist) for dist in page.files),
+        "  </body>",
+        "</html>",
+    ]
+    if page.last_serial is not None:
+        lines.append(f"<!--SERIAL {page.last_serial}-->")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _json_file(dist: DistFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": dist.filename,
+        "url": file_href(dist.key),
+        "hashes": {"sha256": dist.sha256},
+        "yanked": dist.yanked,
+    }
+    if dist.size is not None:
+        entry["size"] = dist.size
+    if dist.upload_time is not None:
+        entry["upload-time"] = dist.upload_time
+    if dist.requires_python is not None:
+        entry["requires-python"] = dist.requires_python
+    if _serves_metadata(dist):
+        entry["core-metadata"] = {"sha256": dist.metadata_sha256}
+    return entry
+
+
+def project_json(page: ProjectPage) -> bytes:
+    """The PEP 691/700/714 JSON page of a project: sorted keys, files and versions in upstream order."""
+    meta: dict[str, Any] = {"api-version": api_version(page)}
+    if page.last_serial is not None:
+        meta["_last-serial"] = page.last_serial
+    document = {
+        "meta": meta,
+        "name": page.normalized,
+        "versions": list(page.versions),
+        "files": [_json_file(dist) for dist in page.files],
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _normalized_batch(names: list[str]) -> list[str]:
+    """The PEP 503 names of a batch of project names, checked as one string: a check per name costs ~1 µs, which
+    is seconds for PyPI's million. A name that is not a PEP 508 name raises InvalidInput naming it."""
+    joined = "\n".join(names)
+    normalized = joined.translate(SEPARATORS_TO_HYPHEN).lower()
+    if "--" in normalized:
+        normalized = REPEATED_HYPHENS.sub("-", normalized)
+    result = normalized.split("\n")
+    if len(result) != len(names) or not NAME_LINES.fullmatch(joined):
+        for name in names:
+            normalize_project_name(name)
+    return result
+
+
+def _root_body(projects: Iterable[tuple[str, int | None]], render: Callable[[str, str, int | None], str],
+               separator: str) -> list[bytes]:
+    """Each (name, serial) rendered by `render(name, normalized, serial)` and joined, as a few UTF-8 batches."""
+    entries = iter(projects)
+    batches: list[bytes] = []
+    while batch := list(islice(entries, ROOT_BATCH)):
+        names = [name for name, _ in batch]
+        normalized = _normalized_batch(names)
+        text = separator.join(render(n, norm, serial) for (n, serial), norm in zip(batch, normalized, strict=True))
+        batches.append((separator if batches else "").encode() + text.encode())
+    return batches
+
+
+def _root_link(name: str, normalized: str, _serial: int | None) -> str:
+    return f'    <a href="{normalized}/">{name}</a>'
+
+
+def root_html(projects: Iterable[tuple[str, int | None]]) -> bytes:
+    """The PEP 503 root page, listing (name, serial) pairs in the order given; links are `<normalized>/`."""
+    head = (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        "    <title>Simple index</title>\n  </head>\n  <body>\n"
+    )
+    # Only PEP 508 names get through _normalized_batch: letters, digits, . _ - need no HTML escaping.
+    links = _root_body(projects, _root_link, "\n")
+    return b"".join([head.encode(), *links, b"\n  </body>\n</html>\n" if links else b"  </body>\n</html>\n"])
+
+
+def _root_entry(name: str, _normalized: str, serial: int | None) -> str:
+    return f'{{"name":"{name}"}}' if serial is None else f'{{"_last-serial":{serial:d},"name":"{name}"}}'
+
+
+def root_json(projects: Iterable[tuple[str, int | None]], last_serial: int | None) -> bytes:
+    """The PEP 691 root page: `projects[{name, _last-serial}]` in the order given (serials omitted when unknown)."""
+    meta: dict[str, Any] = {"api-version": API_VERSION}
+    if last_serial is not None:
+        meta["_last-serial"] = last_serial
+    head = '{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":['
+    # Only PEP 508 names get through _normalized_batch: nothing in them needs JSON escaping.
+    return b"".join([head.encode(), *_root_body(projects, _root_entry, ","), b"]}"])
+
+
+def _published_location(url: str, filename: str, sha256: str) -> tuple[str, str]:
+    """(url, key) of a link the mirror wrote: `../../<quoted key>`; the URL stays relative."""
+    if not url.startswith(FILE_LINK_PREFIX):
+        raise InvalidInput(f"published file {filename!r}: URL {url!r} is not a ../../packages/ link")
+    return url, check_key("published page", filename, unquote(url.removeprefix(FILE_LINK_PREFIX)))
+
+
+def parse_published_json(data: bytes) -> ProjectPage:
+    """Read back a JSON page this module wrote (strictly: any bad entry raises InvalidInput, a ValueError).
+
+    Each DistFile's `url` is the relative link as published; `key` and the hashes are what diffs and audits use.
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput(f"published page is not valid JSON ({error})") from None
+    return parse_json_page(document, project=None, locate=_published_location, strict=True)
