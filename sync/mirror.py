@@ -184,24 +184,25 @@ class Mirror:
     def _publish(self, page: ProjectPage, check_published: bool, check_existing: bool) -> ProjectResult:
         result = ProjectResult(page.normalized, Outcome.UPDATED, page.last_serial, page.etag)
         json_key, html_key = page_keys(page.normalized)
-        new_json = render.project_json(page)
         old_page: ProjectPage | None = None
         if check_published:
             try:
                 found = self.storage.get_bytes(json_key)
-                if found is not None and found[0] == new_json:
+                old_page = render.parse_published_json(found[0]) if found else None
+                page = _with_sizes(page, {f.key: f.size for f in old_page.files} if old_page else {})
+                if found is not None and found[0] == render.project_json(page):
                     result.outcome = Outcome.UNCHANGED
                     return result
-                old_page = render.parse_published_json(found[0]) if found else None
             except (StorageError, ValueError) as error:
                 # An unreadable published page is replaced; nothing it names is deleted on its word.
                 self.reporter.event("published_page_unreadable", level="warning", key=json_key, error=str(error))
         try:
-            self._store_files(page, old_page, check_existing, result)
+            page = _with_sizes(page, self._store_files(page, old_page, check_existing, result))
         except FileFetchFailed:
             return self._failed(page.normalized, "; ".join(result.errors), result)
         try:
-            for key, body in ((json_key, new_json), (html_key, render.project_html(page))):
+            # The JSON page last: finding it current is how a resumed run knows both pages were written.
+            for key, body in ((html_key, render.project_html(page)), (json_key, render.project_json(page))):
                 self.storage.put_bytes(
                     key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL
                 )
@@ -217,32 +218,40 @@ class Mirror:
 
     def _store_files(
         self, page: ProjectPage, old_page: ProjectPage | None, check_existing: bool, result: ProjectResult
-    ) -> None:
+    ) -> dict[str, int]:
+        """Store every object the page names that the old page did not; returns key → size of each."""
         held = objects_named(old_page)
         wanted = [
             obj for dist in page.files for obj in _objects_of(dist) if held.get(obj.key) != obj.sha256
         ]
-        futures: dict[Future[int], DistFile] = {
+        futures: dict[Future[tuple[int, bool]], DistFile] = {
             self._file_pool.submit(self._store_file, obj, check_existing): obj for obj in wanted
         }
+        sizes: dict[str, int] = {}
         for future in as_completed(futures):
             obj = futures[future]
             try:
-                size = future.result()
+                sizes[obj.key], downloaded = future.result()
             except (FileFetchFailed, StorageError) as error:
                 result.errors.append(f"{obj.key}: {error}")
                 continue
-            result.files_stored += 1
-            result.bytes_stored += size
+            if downloaded:
+                result.files_stored += 1
+                result.bytes_stored += sizes[obj.key]
         if result.errors:
             raise FileFetchFailed(result.errors[0])
+        return sizes
 
-    def _store_file(self, dist: DistFile, check_existing: bool) -> int:
-        """Download one file and store it verified; returns its size. Retries what is retryable."""
+    def _store_file(self, dist: DistFile, check_existing: bool) -> tuple[int, bool]:
+        """Download one file and store it verified; returns its size and whether it was downloaded.
+
+        Retries what is retryable. With `check_existing`, a file already stored is kept (storage only ever shows
+        verified objects) instead of downloaded again.
+        """
         if check_existing:
             info = self.storage.head(dist.key)
             if info is not None and (dist.size is None or info.size == dist.size):
-                return 0  # stored by an interrupted run; storage only ever shows verified objects
+                return info.size, False
         self._mark_incomplete()
         last_error: Exception | None = None
         for attempt in range(1, self.config.file_attempts + 1):
@@ -250,7 +259,7 @@ class Mirror:
                 raise FileFetchFailed("run stopped")
             try:
                 with self.upstream.open_file(dist.url) as body:
-                    self.storage.put_file(
+                    size = self.storage.put_file(
                         dist.key, body, sha256=dist.sha256, size=dist.size,
                         content_type=content_type_for(dist.key), cache_control=FILE_CACHE_CONTROL,
                     )
@@ -260,9 +269,8 @@ class Mirror:
                     "file_retry", level="warning", key=dist.key, attempt=attempt, error=str(error) or repr(error)
                 )
                 continue
-            size = dist.size if dist.size is not None else (self.storage.head(dist.key) or _NO_INFO).size
             self.reporter.file_stored(size)
-            return size
+            return size, True
         raise FileFetchFailed(f"gave up after {self.config.file_attempts} attempts: {last_error}")
 
     def _mark_incomplete(self) -> None:
@@ -270,8 +278,8 @@ class Mirror:
         with self._marked_incomplete:
             state = self._run_state
             if state is not None and not state.incomplete:
-                state.incomplete = True
-                save_state(self.storage, state)
+                save_state(self.storage, dataclasses.replace(state, incomplete=True))
+                state.incomplete = True  # only once saved: a failed save must fail every file, not just the first
 
     def _delete_unnamed(self, old_page: ProjectPage | None, page: ProjectPage, result: ProjectResult) -> None:
         """Delete what the old page named and the new one does not — only ever after the new page is written."""
@@ -404,12 +412,15 @@ class Mirror:
             state.projects[result.name] = ProjectState(result.serial, result.etag)
 
 
-@dataclass(frozen=True)
-class _NoInfo:
-    size: int = 0
-
-
-_NO_INFO = _NoInfo()
+def _with_sizes(page: ProjectPage, sizes: dict[str, int | None]) -> ProjectPage:
+    """The page with each unknown file size (an HTML-only upstream gives none) filled in from `sizes`."""
+    if all(f.size is not None for f in page.files):
+        return page
+    files = tuple(
+        f if f.size is not None or sizes.get(f.key) is None else dataclasses.replace(f, size=sizes[f.key])
+        for f in page.files
+    )
+    return dataclasses.replace(page, files=files)
 
 
 def _objects_of(dist: DistFile) -> list[DistFile]:

@@ -65,8 +65,8 @@ class Storage(Protocol):
 
     def put_file(
         self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
-    ) -> None:
-        """Store a file streamed from `body`, visible only if its sha256 (and size, when given) match.
+    ) -> int:
+        """Store a file streamed from `body`, visible only if its sha256 (and size, when given) match; returns its size.
 
         Raises ChecksumMismatch (nothing visible) otherwise. Memory stays bounded whatever the size.
         """
@@ -285,7 +285,7 @@ class FolderStorage:
 
     def put_file(
         self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
-    ) -> None:
+    ) -> int:
         """Content type and cache control are not stored: a folder has no object metadata."""
         path = self._path(key)
         temp, (actual, received) = self._write_temp(
@@ -295,6 +295,7 @@ class FolderStorage:
             os.unlink(temp)
             raise error
         self._publish(key, temp, path)
+        return received
 
     def put_bytes(
         self,
@@ -477,7 +478,7 @@ class S3Storage:
 
     def put_file(
         self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
-    ) -> None:
+    ) -> int:
         full_key = self._key(key)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             actual, received = _copy_hashing(key, body, spool.write, size)
@@ -492,6 +493,7 @@ class S3Storage:
                 )
             except BOTO_ERRORS as error:
                 self._fail(key, "PUT", error)
+        return received
 
     def put_bytes(
         self,
