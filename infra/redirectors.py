@@ -56,6 +56,38 @@ def certbot_policy(zone_arn: str, domain: str) -> dict[str, Any]:
     }
 
 
+def session_manager_policy(region: str, account_id: str) -> dict[str, Any]:
+    """What the SSM agent needs for Session Manager, and nothing else (no Run Command, no parameters, no S3).
+
+    The actions are AWS's minimal instance profile for Session Manager ("Create a custom IAM role for Session
+    Manager", https://docs.aws.amazon.com/systems-manager/latest/userguide/getting-started-create-iam-instance-profile.html)
+    without its s3:GetEncryptionConfiguration and kms:Decrypt statements, which serve session logs in S3 and
+    KMS-encrypted sessions, neither of which this stack configures.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "SessionChannels",  # ssmmessages has no resource-level permissions
+                "Effect": "Allow",
+                "Action": [
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "RegisterInstance",  # the agent reports its own instance; its ID is unknown to the role
+                "Effect": "Allow",
+                "Action": "ssm:UpdateInstanceInformation",
+                "Resource": f"arn:aws:ec2:{region}:{account_id}:instance/*",
+            },
+        ],
+    }
+
+
 def assume_role_policy(service: str) -> str:
     """A trust policy letting one AWS service principal assume the role."""
     return json.dumps(
@@ -151,10 +183,14 @@ class Redirectors(pulumi.ComponentResource):
             assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
             opts=child,
         )
-        aws.iam.RolePolicyAttachment(
+        region = aws.get_region_output(opts=invoke)
+        identity = aws.get_caller_identity_output(opts=invoke)
+        aws.iam.RolePolicy(
             f"{name}-ssm",
-            role=role.name,
-            policy_arn=aws.iam.ManagedPolicy.AMAZON_SSM_MANAGED_INSTANCE_CORE,
+            role=role.id,
+            policy=pulumi.Output.all(region.region, identity.account_id).apply(
+                lambda values: json.dumps(session_manager_policy(*values), sort_keys=True)
+            ),
             opts=child,
         )
         aws.iam.RolePolicy(

@@ -69,6 +69,9 @@ UNSCOPABLE_ACTIONS = frozenset(
         "ssmmessages:OpenDataChannel",
     }
 )
+# Actions an instance calls about itself. Its role exists before the instance, so it cannot name the instance's ARN:
+# IAM may name every instance of an account and region in which the stack runs instances, for these actions only.
+INSTANCE_SELF_ACTIONS = frozenset({"ssm:UpdateInstanceInformation"})
 
 
 @dataclass(frozen=True)
@@ -245,17 +248,25 @@ def check_bucket_policy_tls_only(resource_type: str, props: Props) -> list[str]:
 
 
 def check_distribution_tls(resource_type: str, props: Props) -> list[str]:
-    """Viewers get TLS 1.2+ (a custom certificate with a modern policy) and HTTPS on every behavior."""
+    """Viewers get TLS 1.2+ and HTTPS on every behavior, and origins are reached over TLS 1.2.
+
+    With aliases the certificate must be an ACM one with a modern `minimumProtocolVersion`. The one exception is a
+    distribution without aliases: with no custom domain there is no certificate of ours to attach, so CloudFront's
+    default *.cloudfront.net certificate is accepted, although CloudFront then fixes the security policy at TLSv1
+    and ignores `minimumProtocolVersion`. Its behaviors must still be https-only or redirect-to-https.
+    """
     if resource_type != DISTRIBUTION:
         return []
     problems = []
     certificate = props.get("viewerCertificate") or {}
     version = certificate.get("minimumProtocolVersion")
+    aliases = [str(alias) for alias in as_list(props.get("aliases"))]
     if certificate.get("cloudfrontDefaultCertificate"):
-        problems.append(
-            "the default *.cloudfront.net certificate allows TLSv1 (CloudFront ignores "
-            "minimumProtocolVersion with it); use an ACM certificate"
-        )
+        if aliases:
+            problems.append(
+                f"aliases {aliases} need an ACM certificate: the default *.cloudfront.net certificate does not "
+                "cover them and allows TLSv1 (CloudFront ignores minimumProtocolVersion with it)"
+            )
     elif version not in MINIMUM_TLS_POLICIES:
         problems.append(
             f"viewerCertificate.minimumProtocolVersion is {version!r}; use one of {sorted(MINIMUM_TLS_POLICIES)}"
@@ -361,10 +372,15 @@ def _wildcard_action_problems(statements: list[Props], where: str) -> list[str]:
     return problems
 
 
+def _only_actions(statement: Props, allowed: frozenset[str]) -> bool:
+    """Whether the statement names actions and every one of them is in `allowed`."""
+    actions = as_list(statement.get("Action"))
+    return bool(actions) and all(action in allowed for action in actions)
+
+
 def _unscopable(statement: Props) -> bool:
     """Whether every action of the statement is one AWS only authorizes on `*`."""
-    actions = as_list(statement.get("Action"))
-    return bool(actions) and all(action in UNSCOPABLE_ACTIONS for action in actions)
+    return _only_actions(statement, UNSCOPABLE_ACTIONS)
 
 
 def check_iam_no_wildcards(resource_type: str, props: Props) -> list[str]:
@@ -441,7 +457,9 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule(
         "s3-bucket-policy-tls-only", "bucket policies deny requests made without TLS", check_bucket_policy_tls_only
     ),
-    ResourceRule("cloudfront-minimum-tls", "the distribution requires TLS 1.2+ and HTTPS", check_distribution_tls),
+    ResourceRule(
+        "cloudfront-minimum-tls", "the distribution requires HTTPS, and TLS 1.2+ on its aliases", check_distribution_tls
+    ),
     ResourceRule(
         "cloudfront-origin-access-control", "S3 origins are reached only through an OAC", check_distribution_uses_oac
     ),
@@ -559,6 +577,15 @@ def _allowed_iam_resources(resources: Sequence[DeclaredResource]) -> tuple[set[s
     return exact, tuple(prefixes)
 
 
+def _instance_arn_patterns(resources: Sequence[DeclaredResource]) -> set[str]:
+    """`arn:<partition>:ec2:<region>:<account>:instance/*` for each account and region the stack has instances in."""
+    return {
+        ":".join(str(instance.props["arn"]).split(":")[:5]) + ":instance/*"
+        for instance in _props_of(resources, INSTANCE)
+        if instance.props.get("arn")
+    }
+
+
 def _iam_documents(resource: DeclaredResource) -> list[tuple[str, Any]]:
     if resource.type in IAM_POLICY_TYPES:
         return [(f"policy {resource.name!r}", resource.props.get("policy"))]
@@ -571,8 +598,15 @@ def _iam_documents(resource: DeclaredResource) -> list[tuple[str, Any]]:
 
 
 def check_iam_resources_in_stack(resources: Sequence[DeclaredResource]) -> list[Violation]:
-    """IAM names only this stack's bucket prefixes, queues, distribution, functions, log groups and DNS zones."""
+    """IAM names only this stack's bucket prefixes, queues, distribution, functions, log groups and DNS zones,
+    and, for the actions an instance calls about itself, the instances of the stack's accounts and regions."""
     exact, prefixes = _allowed_iam_resources(resources)
+    instance_patterns = _instance_arn_patterns(resources)
+
+    def in_stack(arn: str, statement: Props) -> bool:
+        if arn in exact or arn.startswith(prefixes):
+            return True
+        return arn in instance_patterns and _only_actions(statement, INSTANCE_SELF_ACTIONS)
 
     def judge(statements: list[Props]) -> list[str]:
         outside = [
@@ -580,7 +614,7 @@ def check_iam_resources_in_stack(resources: Sequence[DeclaredResource]) -> list[
             for statement in statements
             if statement.get("Effect", "Allow") == "Allow" and not _unscopable(statement)
             for arn in as_list(statement.get("Resource"))
-            if str(arn) not in exact and not str(arn).startswith(prefixes)
+            if not in_stack(str(arn), statement)
         ]
         return [f"resource {arn!r} is outside this stack's bucket prefixes, queues and distribution" for arn in outside]
 

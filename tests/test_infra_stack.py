@@ -65,6 +65,12 @@ DEPRECATED_BUCKET_INPUTS = {
     "corsRules",
 }
 POLICY_INPUTS = ("policy", "assumeRolePolicy", "redrivePolicy", "redriveAllowPolicy")
+SESSION_CHANNEL_ACTIONS = [
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
 
 
 @functools.cache
@@ -139,8 +145,8 @@ def test_every_policy_document_is_json_without_wildcard_actions(stack: dict[str,
                 continue
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not [a for a in actions if a == "*" or a.endswith(":*")], statement
-            if statement.get("Resource") == "*":
-                assert actions == ["route53:ListHostedZones"], statement  # no resource-level permission exists
+            if statement.get("Resource") == "*":  # only actions that have no resource-level permission
+                assert set(actions) <= {"route53:ListHostedZones", *SESSION_CHANNEL_ACTIONS}, statement
 
 
 def test_origin_bucket_is_private_versioned_and_encrypted(stack: dict[str, Any]) -> None:
@@ -570,9 +576,26 @@ def test_redirector_role_is_session_manager_plus_acme_challenge_only() -> None:
     stack = report(WITH_REDIRECTORS)
     role = named(stack, "aws:iam/role:Role", "redirectors-role")
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    attachment = one(stack, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    policy = statements(named(stack, "aws:iam/rolePolicy:RolePolicy", "redirectors-certbot")["policy"])
+    assert resources(stack, "aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []  # no AWS-managed policy
+    session_manager = named(stack, "aws:iam/rolePolicy:RolePolicy", "redirectors-ssm")
+    certbot = named(stack, "aws:iam/rolePolicy:RolePolicy", "redirectors-certbot")
+    assert session_manager["role"] == certbot["role"]
+    assert session_manager["role"].startswith("redirectors-role-")
+    assert statements(session_manager["policy"]) == {
+        "SessionChannels": {
+            "Sid": "SessionChannels",
+            "Effect": "Allow",
+            "Action": SESSION_CHANNEL_ACTIONS,
+            "Resource": "*",
+        },
+        "RegisterInstance": {
+            "Sid": "RegisterInstance",
+            "Effect": "Allow",
+            "Action": "ssm:UpdateInstanceInformation",
+            "Resource": f"arn:aws:ec2:eu-west-1:{ACCOUNT_ID}:instance/*",
+        },
+    }
+    policy = statements(certbot["policy"])
     assert policy["WriteAcmeChallengeOnly"] == {
         "Sid": "WriteAcmeChallengeOnly",
         "Effect": "Allow",

@@ -56,6 +56,7 @@ def document(*statements: dict) -> str:
 
 def distribution(**overrides: object) -> dict:
     props: dict = {
+        "aliases": ["cdn.pypi.example.org", "pypi.example.org"],
         "viewerCertificate": {
             "acmCertificateArn": "arn:aws:acm:us-east-1:1:certificate/x",
             "minimumProtocolVersion": "TLSv1.2_2021",
@@ -150,12 +151,26 @@ def test_distribution_with_modern_tls_and_https_passes() -> None:
     assert rules.check_distribution_uses_oac(rules.DISTRIBUTION, distribution()) == []
 
 
-def test_default_certificate_and_old_tls_policy_fail() -> None:
-    default_certificate = distribution(viewerCertificate={"cloudfrontDefaultCertificate": True})
-    assert rules.check_distribution_tls(rules.DISTRIBUTION, default_certificate) == [
-        "the default *.cloudfront.net certificate allows TLSv1 (CloudFront ignores minimumProtocolVersion with it); "
-        "use an ACM certificate"
+def test_default_certificate_passes_only_without_aliases() -> None:
+    default_certificate = {"cloudfrontDefaultCertificate": True}
+    assert rules.check_distribution_tls(rules.DISTRIBUTION, distribution(viewerCertificate=default_certificate)) == [
+        "aliases ['cdn.pypi.example.org', 'pypi.example.org'] need an ACM certificate: the default *.cloudfront.net "
+        "certificate does not cover them and allows TLSv1 (CloudFront ignores minimumProtocolVersion with it)"
     ]
+    for no_aliases in ({"aliases": []}, {"aliases": None}):
+        props = distribution(viewerCertificate=default_certificate, **no_aliases)
+        assert rules.check_distribution_tls(rules.DISTRIBUTION, props) == []
+    plain_http = distribution(
+        aliases=[],
+        viewerCertificate=default_certificate,
+        defaultCacheBehavior={"viewerProtocolPolicy": "allow-all", "targetOriginId": "origin"},
+    )
+    assert rules.check_distribution_tls(rules.DISTRIBUTION, plain_http) == [
+        "cache behavior 'default' must redirect to or require HTTPS, not 'allow-all'"
+    ]
+
+
+def test_acm_certificate_without_a_modern_tls_policy_fails() -> None:
     unset = distribution(viewerCertificate={"acmCertificateArn": "a"})
     assert rules.check_distribution_tls(rules.DISTRIBUTION, unset)[0].startswith(
         "viewerCertificate.minimumProtocolVersion is None"
@@ -491,6 +506,28 @@ def test_iam_may_name_the_dns_zone_the_stack_writes_records_in() -> None:
     ]
 
 
+def test_instances_may_register_themselves_in_the_stack_s_account_and_region_only() -> None:
+    instance = DeclaredResource(rules.INSTANCE, "redirector", {"arn": f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/i-0a"})
+    instances = f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/*"
+
+    def role_policy(*statements: dict) -> DeclaredResource:
+        return DeclaredResource(rules.IAM_ROLE_POLICY, "ssm", {"policy": document(*statements)})
+
+    register = {"Effect": "Allow", "Action": "ssm:UpdateInstanceInformation", "Resource": instances}
+    assert rules.check_iam_resources_in_stack([*compliant_stack(), instance, role_policy(register)]) == []
+    outside = f"policy 'ssm': resource '{instances}' is outside this stack's bucket prefixes, queues and distribution"
+    # No instance in the stack; another action on the instances; another region.
+    assert [v.message for v in rules.check_iam_resources_in_stack([*compliant_stack(), role_policy(register)])] == [
+        outside
+    ]
+    stop = {**register, "Action": ["ssm:UpdateInstanceInformation", "ec2:StopInstances"]}
+    assert [v.message for v in rules.check_iam_resources_in_stack([instance, role_policy(stop)])] == [outside]
+    elsewhere = {**register, "Resource": f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/*"}
+    assert [v.message for v in rules.check_iam_resources_in_stack([instance, role_policy(elsewhere)])] == [
+        outside.replace("eu-west-1", "us-east-1")
+    ]
+
+
 def test_inline_role_policies_are_scoped_too() -> None:
     role = DeclaredResource(
         rules.IAM_ROLE,
@@ -614,18 +651,6 @@ infra_mocks.RecordingMocks.new_resource = new_resource
 infra_mocks.main()
 """
 DOMAIN = {"domain": "pypi.example.org", "zoneName": "example.org", "alarmEmail": "ops@example.org"}
-SSM_ATTACHMENT = (
-    "iam-no-wildcards",
-    "redirectors-ssm",
-    "attaching 'arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore': write a scoped inline policy instead of "
-    "attaching one whose statements this stack does not control",
-)
-DEFAULT_CERTIFICATE = (
-    "cloudfront-minimum-tls",
-    "cdn-distribution",
-    "the default *.cloudfront.net certificate allows TLSv1 (CloudFront ignores minimumProtocolVersion with it); "
-    "use an ACM certificate",
-)
 
 
 def pack_violations(config: dict[str, object], region: str) -> list[tuple[str, str, str]]:
@@ -643,6 +668,8 @@ def pack_violations(config: dict[str, object], region: str) -> list[tuple[str, s
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout)
     assert report["error"] is None, report["error"]
+    judged = {resource["type"] for resource in report["resources"]}
+    assert {rules.BUCKET, rules.BUCKET_POLICY, rules.DISTRIBUTION, rules.IAM_ROLE, rules.IAM_ROLE_POLICY} <= judged
     found = [
         (rule.name, resource["name"], message)
         for resource in report["resources"]
@@ -665,37 +692,11 @@ def pack_violations(config: dict[str, object], region: str) -> list[tuple[str, s
     ("config", "region"),
     [
         ({**DOMAIN, "redirectors": 0}, "eu-west-1"),
-        pytest.param(
-            {**DOMAIN, "redirectors": 2},
-            "eu-west-1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="infra/redirectors.py attaches AWS-managed AmazonSSMManagedInstanceCore (Resource *)",
-            ),
-        ),
-        pytest.param(
-            {**DOMAIN, "redirectors": 3},
-            "us-east-1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="infra/redirectors.py attaches AWS-managed AmazonSSMManagedInstanceCore (Resource *)",
-            ),
-        ),
-        pytest.param(
-            {},
-            "eu-west-1",
-            marks=pytest.mark.xfail(
-                strict=True, reason="without a domain CloudFront's default certificate allows TLSv1"
-            ),
-        ),
+        ({**DOMAIN, "redirectors": 2}, "eu-west-1"),
+        ({**DOMAIN, "redirectors": 3}, "us-east-1"),
+        ({}, "eu-west-1"),
     ],
     ids=["domain-no-redirectors", "domain-2-redirectors", "domain-3-redirectors-us-east-1", "no-domain"],
 )
 def test_program_as_shipped_passes_the_pack(config: dict[str, object], region: str) -> None:
     assert pack_violations(config, region) == []
-
-
-def test_the_known_gaps_are_exactly_these() -> None:
-    """What keeps the xfail configs above from passing; when infra fixes one, update both tests."""
-    assert pack_violations({**DOMAIN, "redirectors": 2}, "eu-west-1") == [SSM_ATTACHMENT]
-    assert pack_violations({}, "eu-west-1") == [DEFAULT_CERTIFICATE]
