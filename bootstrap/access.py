@@ -145,7 +145,7 @@ def deploy_policy(account_id: str, region: str, name_prefix: str) -> Document:
     """What `pulumi up` of the main stack needs, on resources named `<name_prefix>*` wherever AWS lets us say so.
 
     The main stack's physical names start with its project name through `pulumi:autonaming` (see
-    docs/operations.md). CloudFront, ACM, Route53, EC2 and log deliveries identify resources by IDs AWS generates;
+    README, "Operations runbook"). CloudFront, ACM, Route53, EC2 and log deliveries identify resources by IDs AWS generates;
     those statements are bounded by the account (and region) instead.
     """
     prefix = f"{name_prefix}*"
