@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import mimetypes
 import os
 import select
 import shutil
@@ -27,13 +26,9 @@ from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote
 
 from infra.edge import VIEWER_REQUEST_JS
-from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL
+from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL, content_type_for
 
 FUNCTION_RUNNER_JS = Path(__file__).resolve().with_name("function_runner.js")
-PAGE_CONTENT_TYPES = {
-    "index.html": "text/html; charset=utf-8",
-    "index.v1_json": "application/vnd.pypi.simple.v1+json",
-}
 NODE_HINT = "install Node.js 18 or newer (Debian/Ubuntu: apt-get install nodejs)"
 COPY_CHUNK = 1024 * 1024
 
@@ -173,11 +168,6 @@ class Origin(Protocol):
         ...
 
 
-def _content_type(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    return PAGE_CONTENT_TYPES.get(name) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
 class FolderOrigin:
     """Objects from a mirror folder (the sync's folder destination); types and caching derived from the key."""
 
@@ -198,7 +188,7 @@ class FolderOrigin:
         return EdgeObject(
             body=body,
             size=stat.st_size,
-            content_type=_content_type(key),
+            content_type=content_type_for(key),
             cache_control=PAGE_CACHE_CONTROL if key.startswith("simple/") else FILE_CACHE_CONTROL,
             etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
         )
@@ -222,7 +212,7 @@ class S3Origin:
         return EdgeObject(
             body=response["Body"],
             size=response["ContentLength"],
-            content_type=response.get("ContentType") or _content_type(key),
+            content_type=response.get("ContentType") or content_type_for(key),
             cache_control=response.get("CacheControl"),
             etag=response.get("ETag"),
         )
