@@ -1,0 +1,43 @@
+"""Benchmark 2: render the root pages (HTML and JSON) for 1,000,000 projects, as `Mirror.publish_root` does.
+
+Peak memory is the process's high-water mark (VmHWM) after rendering, less the one before (names already built).
+Run: .venv/bin/python -m bench.render_root [--projects N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sync import render
+
+
+def high_water_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--projects", type=int, default=1_000_000)
+    args = parser.parse_args()
+    names = sorted(f"project-{i:07d}-{'abcdefgh'[i % 8] * (i % 13)}".rstrip("-") for i in range(args.projects))
+    baseline = high_water_mb()
+    rows = []
+    for label, render_page in (
+        ("simple/index.html", lambda: render.root_html((name, None) for name in names)),
+        ("simple/index.v1_json", lambda: render.root_json(((name, None) for name in names), None)),
+    ):
+        started = time.perf_counter()
+        body = render_page()
+        seconds = time.perf_counter() - started
+        rows.append((label, seconds, len(body) / 1e6, high_water_mb() - baseline))
+        del body
+    print(f"root pages for {args.projects:,} projects (names: {baseline:.0f} MB of process before rendering)")
+    print(f"{'page':<22} {'seconds':>8} {'size MB':>8} {'peak +MB':>9}")
+    for label, seconds, size, peak in rows:
+        print(f"{label:<22} {seconds:>8.2f} {size:>8.1f} {peak:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

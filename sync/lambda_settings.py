@@ -1,0 +1,130 @@
+"""The Lambda handlers' settings, read once from environment variables into frozen dataclasses.
+
+Every variable is optional except `PYPI_CDN_DEST`; a bad value raises ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig
+from sync.invalidation import EdgeSettings, InvalidationMode
+
+DEFAULT_INLINE_THRESHOLD = 50  # planned projects up to which the planner syncs them itself instead of enqueueing
+DEFAULT_UPSTREAM_CONCURRENCY = 10  # PyPI asks mirrors for at most 10 concurrent requests
+DEFAULT_MAX_WORKERS = 4  # concurrent queue-worker invocations (the event source mapping's maximum concurrency)
+DEFAULT_TIME_MARGIN = 10.0  # seconds left unused before the Lambda timeout, to checkpoint
+DEFAULT_POLL_INTERVAL = 10.0  # seconds between planner passes within one invocation; 0: one pass per invocation
+DEFAULT_PLANNER_WINDOW = 50.0  # seconds one invocation keeps polling: less than the schedule's one minute
+DEFAULT_LEASE_TTL = 300.0  # the planner renews nothing: its lease must outlive its longest run (Lambda max 900 s)
+ENV_OF_FIELD = {
+    "dest": "PYPI_CDN_DEST",
+    "upstream": "PYPI_CDN_UPSTREAM",
+    "projects": "PYPI_CDN_PROJECTS",
+    "lease_ttl": "PYPI_CDN_LEASE_TTL",
+}
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """What the planner and the worker need beyond the engine's MirrorConfig."""
+
+    mirror: MirrorConfig
+    queue_url: str | None = None  # SQS queue the planner fans out to; None: everything runs inline
+    distribution_id: str | None = None  # CloudFront distribution refreshed after publishing; None: no refresh
+    inline_threshold: int = DEFAULT_INLINE_THRESHOLD
+    upstream_concurrency: int = DEFAULT_UPSTREAM_CONCURRENCY  # global politeness budget, all invocations together
+    max_workers: int = DEFAULT_MAX_WORKERS
+    time_margin: float = DEFAULT_TIME_MARGIN
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    planner_window: float = DEFAULT_PLANNER_WINDOW
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+
+    def __post_init__(self) -> None:
+        if self.inline_threshold < 0:
+            raise ConfigError(f"PYPI_CDN_INLINE_THRESHOLD: {self.inline_threshold} must be 0 or more")
+        if self.max_workers < 1:
+            raise ConfigError(f"PYPI_CDN_MAX_WORKERS: {self.max_workers} must be at least 1")
+        if self.upstream_concurrency < self.max_workers + 1:
+            raise ConfigError(
+                f"PYPI_CDN_UPSTREAM_CONCURRENCY: {self.upstream_concurrency} cannot give the planner and "
+                f"{self.max_workers} workers one request each (needs at least {self.max_workers + 1})"
+            )
+        for name, value in (
+            ("PYPI_CDN_TIME_MARGIN", self.time_margin),
+            ("PYPI_CDN_POLL_INTERVAL", self.poll_interval),
+            ("PYPI_CDN_PLANNER_WINDOW", self.planner_window),
+        ):
+            if value < 0:
+                raise ConfigError(f"{name}: {value} must be 0 or more")
+
+
+def per_invocation_concurrency(upstream_concurrency: int, max_workers: int) -> int:
+    """Upstream requests one invocation may make at once, so the planner plus every worker stay within budget."""
+    return max(1, upstream_concurrency // (max_workers + 1))
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> HandlerSettings:
+    """Read HandlerSettings from `env` (the Lambda's environment variables)."""
+    dest = env.get("PYPI_CDN_DEST", "").strip()
+    if not dest:
+        raise ConfigError("PYPI_CDN_DEST: required (s3://bucket[/prefix] or a folder path)")
+    upstream_concurrency = _int(env, "PYPI_CDN_UPSTREAM_CONCURRENCY", DEFAULT_UPSTREAM_CONCURRENCY)
+    max_workers = _int(env, "PYPI_CDN_MAX_WORKERS", DEFAULT_MAX_WORKERS)
+    projects = tuple(p.strip() for p in env.get("PYPI_CDN_PROJECTS", "").split(",") if p.strip())
+    try:
+        mirror = MirrorConfig(
+            dest=dest,
+            upstream=env.get("PYPI_CDN_UPSTREAM") or DEFAULT_UPSTREAM,
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            projects=projects,
+            contact=env.get("PYPI_CDN_CONTACT") or None,
+            workers=per_invocation_concurrency(upstream_concurrency, max(max_workers, 1)),
+            lease_ttl=_float(env, "PYPI_CDN_LEASE_TTL", DEFAULT_LEASE_TTL),
+        )
+    except ConfigError as error:  # name the variable, not the engine's field
+        field_name, _, detail = str(error).partition(": ")
+        raise ConfigError(f"{ENV_OF_FIELD.get(field_name, field_name)}: {detail}") from None
+    mode_text = env.get("PYPI_CDN_INVALIDATION_MODE") or InvalidationMode.TARGETED.value
+    try:
+        mode = InvalidationMode(mode_text)
+    except ValueError:
+        choices = "|".join(m.value for m in InvalidationMode)
+        raise ConfigError(f"PYPI_CDN_INVALIDATION_MODE: {mode_text!r} is not one of {choices}") from None
+    budget = _float(env, "PYPI_CDN_INVALIDATION_BUDGET_USD", 0.0)
+    if budget < 0:
+        raise ConfigError(f"PYPI_CDN_INVALIDATION_BUDGET_USD: {budget} must be 0 or more")
+    return HandlerSettings(
+        mirror=mirror,
+        queue_url=env.get("PYPI_CDN_QUEUE_URL") or None,
+        distribution_id=env.get("PYPI_CDN_DISTRIBUTION_ID") or None,
+        inline_threshold=_int(env, "PYPI_CDN_INLINE_THRESHOLD", DEFAULT_INLINE_THRESHOLD),
+        upstream_concurrency=upstream_concurrency,
+        max_workers=max_workers,
+        time_margin=_float(env, "PYPI_CDN_TIME_MARGIN", DEFAULT_TIME_MARGIN),
+        poll_interval=_float(env, "PYPI_CDN_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
+        planner_window=_float(env, "PYPI_CDN_PLANNER_WINDOW", DEFAULT_PLANNER_WINDOW),
+        edge=EdgeSettings(mode, budget),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number") from None

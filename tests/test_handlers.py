@@ -1,0 +1,496 @@
+"""The Lambda handlers, called directly: planner and queue worker over moto S3 + SQS (+ CloudFront) and a fake PyPI."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import boto3
+import pytest
+
+from sync import handlers
+from sync.config import ConfigError, MirrorConfig
+from sync.handlers import (
+    LAG_METRIC,
+    ROSTER_PREFIX,
+    Deadline,
+    JobError,
+    Outcome,
+    ProjectJob,
+    ProjectSyncer,
+    run_local,
+)
+from sync.invalidation import InvalidationMode
+from sync.lambda_settings import per_invocation_concurrency, settings_from_env
+from sync.lease import LeaseHeld, acquire
+from sync.mirror import Mirror
+from sync.progress import Reporter
+from sync.state import load_state, save_state
+from sync.storage import open_storage
+from sync.upstream import UpstreamClient
+from sync.verify import verify_mirror
+from tests.upstream.server import Fault
+
+SAMPLE = ["foo-bar", "tiny", "zope-hookable"]
+WRITES = ("PUT", "DELETE", "POST")
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
+
+class FakeContext:
+    """The part of the Lambda context the handlers use."""
+
+    def __init__(self, remaining_ms: int = 120_000):
+        self.remaining_ms = remaining_ms
+        self.aws_request_id = uuid.uuid4().hex
+        self.function_name = "pypi-cdn-test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+class Lambda:
+    """Environment, queue and helpers around the real handler functions."""
+
+    def __init__(self, monkeypatch, upstream, s3, **env: str):
+        self.s3 = s3
+        self.sqs = boto3.client("sqs", endpoint_url=s3.endpoint_url)
+        self.queue_url = self.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:16]}")["QueueUrl"]
+        settings = {
+            "PYPI_CDN_DEST": s3.dest,
+            "PYPI_CDN_UPSTREAM": upstream.url,
+            "PYPI_CDN_QUEUE_URL": self.queue_url,
+            "AWS_ENDPOINT_URL": s3.endpoint_url,
+            "PYPI_CDN_INLINE_THRESHOLD": "10",
+            "PYPI_CDN_TIME_MARGIN": "1",
+            "PYPI_CDN_POLL_INTERVAL": "0",
+            **env,
+        }
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        handlers.runtime.cache_clear()
+        self.storage = open_storage(s3.dest, endpoint_url=s3.endpoint_url)
+
+    def plan(self, event: dict | None = None, remaining_ms: int = 120_000) -> dict:
+        return handlers.planner_handler(event or {}, FakeContext(remaining_ms))
+
+    def receive(self) -> list[dict]:
+        """Up to 10 queued messages as the records of a Lambda SQS event."""
+        answer = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            VisibilityTimeout=30,
+        )
+        return [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1",
+            }
+            for m in answer.get("Messages", [])
+        ]
+
+    def work(self, records: list[dict]) -> list[str]:
+        """Invoke the worker on `records` and delete what succeeded, as the event source mapping does."""
+        response = handlers.worker_handler({"Records": records}, FakeContext())
+        failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
+        for record in records:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
+        return failed
+
+    def drain(self, rounds: int = 20) -> int:
+        """Work the queue until it is empty (bounded); returns how many messages were processed."""
+        processed = 0
+        for _ in range(rounds):
+            records = self.receive()
+            if not records:
+                return processed
+            self.work(records)
+            processed += len(records)
+        raise AssertionError(f"queue not empty after {rounds} rounds")
+
+    def sound(self) -> None:
+        report = verify_mirror(self.storage)
+        assert report.problems == []
+        assert report.orphans == []
+
+    def root_names(self) -> list[str]:
+        found = self.storage.get_bytes("simple/index.v1_json")
+        return [] if found is None else [p["name"] for p in json.loads(found[0])["projects"]]
+
+    def markers(self) -> list[str]:
+        return [info.key.removeprefix(ROSTER_PREFIX) for info in self.storage.list(ROSTER_PREFIX)]
+
+
+@pytest.fixture
+def aws(monkeypatch, upstream, s3_dest):
+    return Lambda(monkeypatch, upstream, s3_dest)
+
+
+def emf_values(output: str, metric: str) -> list[float]:
+    values: list[float] = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line and metric in line:
+            value = json.loads(line)[metric]
+            values.extend(value if isinstance(value, list) else [value])
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def test_settings_from_env_defaults_and_overrides():
+    settings = settings_from_env({"PYPI_CDN_DEST": "s3://bucket", "PYPI_CDN_PROJECTS": "Foo_Bar, tiny,,"})
+    assert settings.mirror.dest == "s3://bucket"
+    assert settings.mirror.upstream == "https://pypi.org"
+    assert settings.mirror.projects == ("foo-bar", "tiny")
+    assert settings.queue_url is None
+    assert settings.edge.mode is InvalidationMode.TARGETED
+    assert settings.mirror.workers == 2  # 10 requests shared by the planner and 4 workers
+    custom = settings_from_env(
+        {
+            "PYPI_CDN_DEST": "/tmp/m",
+            "PYPI_CDN_INVALIDATION_MODE": "ttl",
+            "PYPI_CDN_INVALIDATION_BUDGET_USD": "2.5",
+            "PYPI_CDN_MAX_WORKERS": "1",
+            "PYPI_CDN_UPSTREAM_CONCURRENCY": "10",
+            "PYPI_CDN_INLINE_THRESHOLD": "0",
+        }
+    )
+    assert (custom.edge.mode, custom.edge.monthly_path_allowance) == (InvalidationMode.TTL, 1500)
+    assert custom.mirror.workers == 5
+    assert custom.inline_threshold == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "PYPI_CDN_DEST: required"),
+        ({"PYPI_CDN_INLINE_THRESHOLD": "many"}, "PYPI_CDN_INLINE_THRESHOLD: 'many' is not a whole number"),
+        ({"PYPI_CDN_INVALIDATION_MODE": "purge"}, "PYPI_CDN_INVALIDATION_MODE: 'purge' is not one of"),
+        ({"PYPI_CDN_INVALIDATION_BUDGET_USD": "-1"}, "PYPI_CDN_INVALIDATION_BUDGET_USD: -1.0 must be 0 or more"),
+        ({"PYPI_CDN_MAX_WORKERS": "20"}, "PYPI_CDN_UPSTREAM_CONCURRENCY: 10 cannot give the planner and 20"),
+        ({"PYPI_CDN_UPSTREAM": "ftp://x"}, "PYPI_CDN_UPSTREAM: 'ftp://x' is not an http"),
+        ({"PYPI_CDN_PROJECTS": "ok,../bad"}, "PYPI_CDN_PROJECTS: invalid project name"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        settings_from_env({"PYPI_CDN_DEST": "s3://bucket", **env} if env else {})
+
+
+def test_per_invocation_concurrency_keeps_the_global_budget():
+    for budget, workers in ((10, 4), (10, 1), (32, 7), (10, 9)):
+        each = per_invocation_concurrency(budget, workers)
+        assert each >= 1
+        assert each * (workers + 1) <= budget
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+def test_job_messages_round_trip_and_bad_ones_are_named():
+    job = ProjectJob("foo-bar", 1234, 1700000000.5)
+    assert ProjectJob.from_message(job.to_message()) == job
+    assert ProjectJob.from_message('{"project": "Foo_Bar"}') == ProjectJob("foo-bar")
+    for body in (
+        "not json",
+        '{"serial": 1}',
+        '{"project": "../x"}',
+        '{"project": "a", "serial": "1"}',
+        '{"project": "a", "serial": true}',
+        '{"project": "a", "changed_at": "now"}',
+    ):
+        with pytest.raises(JobError, match="is not a project job"):
+            ProjectJob.from_message(body)
+
+
+# ------------------------------------------------------------------------------------------------ planner
+def test_first_run_syncs_a_small_index_inline_and_publishes_the_root(aws, caplog):
+    summary = aws.plan()
+    assert summary["planned"] == 3
+    assert summary["synced_inline"] == 3
+    assert summary["handed_off"] == 0
+    assert summary["root_written"] is True
+    assert aws.receive() == []
+    assert aws.root_names() == SAMPLE
+    aws.sound()
+    state = load_state(aws.storage)
+    assert sorted(state.projects) == SAMPLE
+    assert state.pending == {}
+    finished = [r for r in caplog.records if r.getMessage() == "planner_finished"]  # powertools structured logs
+    assert [(r.planned, r.synced_inline, r.root_written) for r in finished] == [(3, 3, True)]
+
+
+def test_idle_run_makes_one_upstream_request_and_writes_nothing(monkeypatch, upstream, s3_proxy_dest):
+    aws = Lambda(monkeypatch, upstream, s3_proxy_dest)
+    aws.plan()
+    upstream.reset_log()
+    s3_proxy_dest.proxy.reset_counts()
+    summary = aws.plan()
+    assert summary["planned"] == 0
+    assert len(upstream.requests) == 1
+    assert sum(s3_proxy_dest.counts[verb] for verb in WRITES) == 0
+
+
+def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatch, upstream, fake_index, s3_dest):
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_INLINE_THRESHOLD="0")
+    first = aws.plan()
+    assert (first["planned"], first["handed_off"], first["synced_inline"]) == (3, 3, 0)
+    assert first["root_written"] is True
+    assert aws.root_names() == []  # nothing published yet: the root lists only what workers published
+    assert load_state(aws.storage).serial == fake_index.serial
+    assert aws.drain() == 3
+    assert sorted(aws.markers()) == [f"{name}.added" for name in SAMPLE]
+    second = aws.plan()
+    assert second["roster_changes"] == 3
+    assert second["root_written"] is True
+    assert aws.root_names() == SAMPLE
+    assert aws.markers() == []
+    aws.sound()
+
+    fake_index.add_file("tiny", "tiny-2.0.tar.gz", b"tiny two", version="2.0")
+    fake_index.remove_project("zope.Hookable")
+    third = aws.plan()
+    assert third["handed_off"] == 2
+    assert third["root_written"] is False  # the set of projects is unchanged until a worker says otherwise
+    assert aws.drain() == 2
+    assert aws.markers() == ["zope-hookable.removed"]
+    assert aws.plan()["root_written"] is True
+    assert aws.root_names() == ["foo-bar", "tiny"]
+    assert "tiny-2.0.tar.gz" in aws.storage.get_bytes("simple/tiny/index.html")[0].decode()
+    aws.sound()
+
+
+def test_a_planner_finding_another_one_mid_pass_leaves_the_work_to_it(aws, fake_index):
+    aws.plan()
+    fake_index.add_file("tiny", "tiny-5.0.tar.gz", b"tiny five", version="5.0")
+    with acquire(aws.storage, owner="other-planner", ttl=60):
+        summary = aws.plan()
+    assert (summary["busy"], summary["planned"], summary["synced_inline"]) == (True, 1, 0)
+    assert load_state(aws.storage).serial < fake_index.serial
+    assert aws.plan()["synced_inline"] == 1
+
+
+def test_a_planner_out_of_time_checkpoints_and_the_next_run_continues(aws, fake_index):
+    out_of_time = aws.plan(remaining_ms=500)  # less than the 1 s margin: nothing can be handed off
+    assert out_of_time["planned"] == 3
+    assert out_of_time["left_pending"] == 3
+    state = load_state(aws.storage)
+    assert sorted(state.pending) == SAMPLE
+    assert state.serial == fake_index.serial
+    assert aws.root_names() == []
+    resumed = aws.plan()
+    assert resumed["synced_inline"] == 3
+    assert resumed["left_pending"] == 0
+    assert aws.root_names() == SAMPLE
+    aws.sound()
+
+
+def test_backfill_event_plans_from_the_whole_listing(monkeypatch, upstream, fake_index, s3_dest):
+    Lambda(monkeypatch, upstream, s3_dest).plan()  # first sync, inline
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_INLINE_THRESHOLD="1")
+    for name in ("tiny", "zope-hookable"):  # lost from the mirror behind the change feed's back
+        for key in (f"simple/{name}/index.v1_json", f"simple/{name}/index.html"):
+            aws.storage.delete(key)
+    state = load_state(aws.storage)
+    for name in ("tiny", "zope-hookable"):
+        del state.projects[name]
+    save_state(aws.storage, state)
+    assert aws.plan()["planned"] == 0  # the feed has nothing new
+    backfill = aws.plan({"backfill": True})
+    assert backfill["planned"] == 2
+    assert backfill["handed_off"] == 2
+    assert sorted(json.loads(r["body"])["project"] for r in aws.receive()) == ["tiny", "zope-hookable"]
+
+
+# ------------------------------------------------------------------------------------------------ worker
+def test_worker_reports_only_failed_messages_and_emits_the_lag(monkeypatch, upstream, fake_index, s3_dest, capsys):
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_INLINE_THRESHOLD="0")
+    aws.plan()
+    aws.drain()
+    aws.plan()
+    added = fake_index.add_file("tiny", "tiny-3.0.tar.gz", b"tiny three", version="3.0")
+    fake_index.add_file("Foo_Bar", "foo_bar-2.0.tar.gz", b"foo bar two", version="2.0")
+    upstream.inject(r"/tiny-3\.0\.tar\.gz$", Fault.corrupt(), times=20)
+    assert aws.plan()["handed_off"] == 2
+    records = aws.receive()
+    records.append({**records[0], "messageId": "not-a-job", "body": "garbage"})
+    capsys.readouterr()
+    failed = aws.work(records)
+    tiny_id = next(r["messageId"] for r in records if r["body"] != "garbage" and "tiny" in r["body"])
+    assert sorted(failed) == sorted([tiny_id, "not-a-job"])
+    page = aws.storage.get_bytes("simple/tiny/index.html")[0].decode()
+    assert added.filename not in page  # the old page stays while the new file cannot be verified
+    assert "foo_bar-2.0.tar.gz" in aws.storage.get_bytes("simple/foo-bar/index.html")[0].decode()
+    lags = emf_values(capsys.readouterr().out, LAG_METRIC)
+    foo_serial = fake_index.project("Foo_Bar").last_serial
+    expected = time.time() - fake_index.timestamp(foo_serial).timestamp()
+    assert len(lags) == 1
+    assert abs(lags[0] - expected) < 60
+    aws.sound()
+
+
+def test_a_project_twice_in_one_batch_is_synced_once(monkeypatch, upstream, s3_dest):
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_INLINE_THRESHOLD="0")
+    aws.plan()
+    records = aws.receive()
+    twin = next(r for r in records if "tiny" in r["body"])
+    upstream.reset_log()
+    failed = aws.work([*records, {**twin, "messageId": "twin"}])
+    assert failed == []
+    assert upstream.count("/simple/tiny/") == 1
+
+
+def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_index, tmp_path):
+    dest = str(tmp_path / "mirror")
+    storage = open_storage(dest)
+    config = MirrorConfig(dest=dest, upstream=upstream.url, workers=2)
+    reporter = Reporter(io.StringIO(), json_lines=True)
+    syncers = [
+        ProjectSyncer(Mirror(config, UpstreamClient(upstream.url), storage, reporter), owner=f"w{i}", lease_wait=20)
+        for i in range(2)
+    ]
+    for i in range(30):
+        fake_index.add_file("Foo_Bar", f"foo_bar-9.{i}.tar.gz", b"x" * 2000 + bytes([i]), version=f"9.{i}")
+    upstream.inject(r"/simple/foo-bar/", Fault.delay(0.3), times=1)  # the first sync holds the lease a while
+    serial = fake_index.project("Foo_Bar").last_serial
+    results = []
+    barrier = threading.Barrier(2, timeout=10)
+
+    def one(syncer: ProjectSyncer) -> None:
+        barrier.wait()
+        results.append(syncer.sync(ProjectJob("foo-bar", serial)))
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in syncers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(r.outcome for r in results) == sorted([Outcome.UPDATED, Outcome.UNCHANGED])
+    syncers[0].mirror.publish_root(["foo-bar"])
+    report = verify_mirror(storage)
+    assert report.problems == []
+    assert report.orphans == []
+
+
+def test_a_busy_project_is_retried_later_not_synced_alongside(upstream, tmp_path):
+    dest = str(tmp_path / "mirror")
+    storage = open_storage(dest)
+    mirror = Mirror(
+        MirrorConfig(dest=dest, upstream=upstream.url),
+        UpstreamClient(upstream.url),
+        storage,
+        Reporter(io.StringIO(), json_lines=True),
+    )
+    holder = ProjectSyncer(mirror, owner="holder")
+    waiter = ProjectSyncer(mirror, owner="waiter", lease_wait=0.3)
+    with holder._project_lease("tiny"):
+        started = time.monotonic()
+        result = waiter.sync(ProjectJob("tiny"))
+        assert time.monotonic() - started < 5
+    assert result.outcome is Outcome.FAILED
+    assert "project lease" in result.errors[0]
+    assert storage.get_bytes("simple/tiny/index.html") is None
+    assert waiter.sync(ProjectJob("tiny")).outcome is Outcome.UPDATED  # once the lease is free
+
+
+def test_a_project_lease_is_refused_while_held(upstream, tmp_path):
+    storage = open_storage(str(tmp_path / "mirror"))
+    mirror = Mirror(
+        MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url),
+        UpstreamClient(upstream.url),
+        storage,
+        Reporter(io.StringIO(), json_lines=True),
+    )
+    with ProjectSyncer(mirror, owner="holder")._project_lease("tiny"), pytest.raises(LeaseHeld, match="holder"):
+        ProjectSyncer(mirror, owner="other", lease_wait=0)._project_lease("tiny")
+
+
+# ------------------------------------------------------------------------------------------------ edge
+def test_published_pages_are_invalidated_at_the_edge(monkeypatch, upstream, fake_index, s3_dest):
+    cloudfront = boto3.client("cloudfront", endpoint_url=s3_dest.endpoint_url)
+    distribution = cloudfront.create_distribution(
+        DistributionConfig={
+            "CallerReference": uuid.uuid4().hex,
+            "Comment": "",
+            "Enabled": True,
+            "Origins": {
+                "Quantity": 1,
+                "Items": [
+                    {"Id": "o", "DomainName": "b.s3.amazonaws.com", "S3OriginConfig": {"OriginAccessIdentity": ""}}
+                ],
+            },
+            "DefaultCacheBehavior": {
+                "TargetOriginId": "o",
+                "ViewerProtocolPolicy": "https-only",
+                "MinTTL": 0,
+                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+                "TrustedSigners": {"Enabled": False, "Quantity": 0},
+            },
+        }
+    )["Distribution"]["Id"]
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_DISTRIBUTION_ID=distribution)
+
+    def invalidated() -> list[list[str]]:
+        items = cloudfront.list_invalidations(DistributionId=distribution)["InvalidationList"].get("Items", [])
+        return [
+            cloudfront.get_invalidation(DistributionId=distribution, Id=i["Id"])["Invalidation"]["InvalidationBatch"][
+                "Paths"
+            ]["Items"]
+            for i in items
+        ]
+
+    assert aws.plan()["invalidated_paths"] == 8  # 3 projects x 2 pages + the root's 2
+    fake_index.add_file("tiny", "tiny-4.0.tar.gz", b"tiny four", version="4.0")
+    assert aws.plan()["invalidated_paths"] == 2
+    assert sorted(invalidated()[-1]) == ["/simple/tiny/index.html", "/simple/tiny/index.v1_json"]
+    assert len(invalidated()) == 2
+
+
+# ------------------------------------------------------------------------------------------------ local
+def test_run_local_drives_the_same_planner_and_workers_with_threads(upstream, fake_index, tmp_path):
+    config = MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url, workers=2)
+    reporter = Reporter(io.StringIO(), json_lines=True)
+    first = run_local(config, reporter, inline_threshold=0, workers=3)
+    assert (first.planned, first.handed_off, first.failed, first.root_written) == (3, 3, 0, True)
+    storage = open_storage(config.dest)
+    assert json.loads(storage.get_bytes("simple/index.v1_json")[0])["projects"] == [{"name": n} for n in SAMPLE]
+    report = verify_mirror(storage)
+    assert (report.problems, report.orphans) == ([], [])
+    fake_index.remove_project("tiny")
+    second = run_local(config, reporter, inline_threshold=0, workers=3)
+    assert second.root_written is True
+    assert [p["name"] for p in json.loads(storage.get_bytes("simple/index.v1_json")[0])["projects"]] == [
+        "foo-bar",
+        "zope-hookable",
+    ]
+    idle = run_local(config, reporter)
+    assert (idle.planned, idle.root_written) == (0, False)
+
+
+def test_the_planner_polls_the_feed_again_within_its_window(monkeypatch, upstream, s3_dest):
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_POLL_INTERVAL="0.2", PYPI_CDN_PLANNER_WINDOW="0.7")
+    aws.plan()  # first sync
+    upstream.reset_log()
+    started = time.monotonic()
+    summary = aws.plan()
+    assert summary["passes"] == 4  # at 0, 0.2, 0.4 and 0.6 s
+    assert time.monotonic() - started < 3
+    assert upstream.count("/pypi") == 4  # one change-feed request a pass
+
+
+def test_deadline_from_a_lambda_context_keeps_the_margin():
+    deadline = Deadline.for_lambda(SimpleNamespace(get_remaining_time_in_millis=lambda: 30_000), margin=10, cap=900)
+    assert 19 < deadline.remaining() <= 20
+    capped = Deadline.for_lambda(SimpleNamespace(get_remaining_time_in_millis=lambda: 900_000), margin=10, cap=60)
+    assert 49 < capped.remaining() <= 50
+    assert Deadline(-1).passed
