@@ -1,11 +1,11 @@
-# Two entry points: `make demo` mirrors real projects locally and serves them; `make test` runs the suite.
+# Two entry points: `make demo` runs the whole path locally (sync → bucket → edge → redirector); `make test` the suite.
 PYTHON ?= python3.11
 VENV := .venv
 UV := $(VENV)/bin/uv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 
-.PHONY: venv demo stack test lint typecheck clean
+.PHONY: venv demo test lint typecheck clean
 
 $(VENV)/.installed: requirements/dev.txt requirements/runtime.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements/dev.txt requirements/runtime.txt pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m devstack demo
+	$(PY) -m devstack stack
 
 test: venv
 	$(PY) -m ruff check .

@@ -144,9 +144,9 @@ def state_access_policy(state_bucket_arn: str, secrets_key_arn: str, *, deploy: 
 def deploy_policy(account_id: str, region: str, name_prefix: str) -> Document:
     """What `pulumi up` of the main stack needs, on resources named `<name_prefix>*` wherever AWS lets us say so.
 
-    The main stack's physical names start with its project name through `pulumi:autonaming` (see
-    README, "Operations runbook"). CloudFront, ACM, Route53, EC2 and log deliveries identify resources by IDs AWS generates;
-    those statements are bounded by the account (and region) instead.
+    The main stack's physical names start with its project name through `pulumi:autonaming` (set in Pulumi.yaml).
+    CloudFront, ACM, Route53, EC2 and log deliveries identify resources by IDs AWS generates; those statements are
+    bounded by the account (and region) instead.
     """
     prefix = f"{name_prefix}*"
     account = account_id

@@ -58,7 +58,9 @@ def sync_role_policy(
             {
                 "Sid": "InvalidateThisDistribution",
                 "Effect": "Allow",
-                "Action": ["cloudfront:CreateInvalidation", "cloudfront:GetInvalidation"],
+                "Action": [
+                    "cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"
+                ],
                 "Resource": distribution_arn,
             },
             {

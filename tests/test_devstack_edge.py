@@ -5,13 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from devstack.edge import EdgeError, EdgeServer, FolderOrigin, S3Origin, ViewerRequestFunction
 from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL
+from tests.upstream.corpus import installable_wheel
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (apt-get install nodejs)")
 
@@ -36,18 +35,7 @@ BIG_SIZE = 3 * 1024 * 1024 + 17  # several copy chunks, not a multiple of any
 
 
 def wheel_bytes() -> bytes:
-    """A minimal valid wheel, enough for pip to read its metadata."""
-    files = {
-        "demo_pkg/__init__.py": b"",
-        "demo_pkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n",
-        "demo_pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{name},,\n" for name in files) + "demo_pkg-1.0.dist-info/RECORD,,\n"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in {**files, "demo_pkg-1.0.dist-info/RECORD": record.encode()}.items():
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 2, 3, 4, 6)), data)
-    return buffer.getvalue()
+    return installable_wheel("demo-pkg", "1.0")[1]
 
 
 @functools.cache

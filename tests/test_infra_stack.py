@@ -390,7 +390,7 @@ def test_sync_role_grants_exactly_the_listed_permissions(stack: dict[str, Any]) 
         "ListMirror": ("Allow", "s3:ListBucket", BUCKET_ARN),
         "InvalidateThisDistribution": (
             "Allow",
-            ["cloudfront:CreateInvalidation", "cloudfront:GetInvalidation"],
+            ["cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"],
             DISTRIBUTION_ARN,
         ),
         "ThisQueue": (

@@ -6,8 +6,11 @@ sha256 while a hundred megabytes cost only memory copies and hashing.
 
 from __future__ import annotations
 
+import io
 import math
 import random
+import re
+import zipfile
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -184,3 +187,22 @@ def _content(block: bytes, header: bytes, size: int) -> bytes:
     """`size` bytes (at least the header): `header` then `block` repeated, cut to fit."""
     repeats, rest = divmod(max(size - len(header), 0), len(block))
     return b"".join([header, *([block] * repeats), block[:rest]])  # one copy, however large
+
+
+def installable_wheel(name: str, version: str) -> tuple[str, bytes, bytes]:
+    """(filename, bytes, core metadata) of a minimal valid pure-Python wheel that pip can download and install."""
+    dist = re.sub(r"[-_.]+", "_", name).lower()
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode(),
+        f"{info}/METADATA": metadata,
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 2, 3, 4, 6)), data)
+    return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue(), metadata
+

@@ -1,0 +1,96 @@
+"""The whole path on one machine: the local upstream → Lambda handlers → moto S3 → edge function → nginx → pip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from urllib.error import HTTPError
+
+import pytest
+
+from devstack.redirector import find_nginx
+from devstack.stack import LocalStack
+from tests.upstream.corpus import installable_wheel
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+PROJECT = "Stack_Demo"
+NORMALIZED = "stack-demo"
+
+pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx-light)")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str, accept: str | None = None, *, follow: bool = True):
+    """(status, headers, body) of a GET, like curl with or without -L."""
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def pip_download(index_url: str, requirement: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
+         "--isolated", "--only-binary", ":all:", "--index-url", index_url, "--dest", str(dest), requirement],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+
+
+def publish(fake_index, version: str) -> tuple[str, bytes]:
+    filename, wheel, metadata = installable_wheel(PROJECT, version)
+    fake_index.add_file(PROJECT, filename, wheel, version=version, metadata=metadata)
+    return filename, wheel
+
+
+def test_pip_through_redirector_edge_and_bucket_then_a_new_release(upstream, fake_index, tmp_path):
+    first_file, first_wheel = publish(fake_index, "1.0")
+    with LocalStack(upstream=upstream.url, projects=[PROJECT]) as stack:
+        summary = stack.sync()
+        assert (summary["failed"], summary["worker_failures"], summary["handed_off"]) == (0, 0, 1)
+        assert summary["root_written"]
+
+        downloaded = pip_download(stack.index_url, f"{PROJECT}==1.0", tmp_path / "one")
+        assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
+        assert (tmp_path / "one" / first_file).read_bytes() == first_wheel
+
+        # The redirector sends /simple and /packages to the edge, query kept; the edge negotiates.
+        status, headers, _ = fetch(f"{stack.index_url}{NORMALIZED}/?x=1", PIP_ACCEPT, follow=False)
+        assert (status, headers["Location"]) == (302, f"{stack.edge.url}/simple/{NORMALIZED}/?x=1")
+        status, headers, body = fetch(f"{stack.index_url}{NORMALIZED}/", PIP_ACCEPT)
+        assert (status, headers["Content-Type"], headers["Vary"]) == (200, "application/vnd.pypi.simple.v1+json",
+                                                                     "Accept")
+        page = json.loads(body)
+        assert [f["filename"] for f in page["files"]] == [first_file]
+        status, headers, body = fetch(f"{stack.index_url}{NORMALIZED}/", BROWSER_ACCEPT)
+        assert (status, headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+        assert first_file.encode() in body
+        status, _, body = fetch(f"{stack.index_url}{NORMALIZED}/", "application/xml")
+        assert status == 406
+        assert b"application/vnd.pypi.simple.v1+json" in body
+        status, headers, _ = fetch(f"{stack.edge.url}/simple/{PROJECT}/", PIP_ACCEPT, follow=False)
+        assert (status, headers["Location"]) == (301, f"/simple/{NORMALIZED}/")
+        file_path = "/" + page["files"][0]["url"].removeprefix("../../")
+        status, headers, _ = fetch(f"{stack.index_url.removesuffix('/simple/')}{file_path}", follow=False)
+        assert (status, headers["Location"]) == (301, f"{stack.edge.url}{file_path}")
+        root = json.loads(fetch(stack.index_url, PIP_ACCEPT)[2])
+        assert [p["name"] for p in root["projects"]] == [NORMALIZED]
+
+        # Upstream publishes a release; the next tick mirrors it and pip installs it through the same path.
+        second_file, second_wheel = publish(fake_index, "2.0")
+        summary = stack.sync()
+        assert (summary["failed"], summary["worker_failures"], summary["handed_off"]) == (0, 0, 1)
+        downloaded = pip_download(stack.index_url, f"{PROJECT}==2.0", tmp_path / "two")
+        assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
+        assert (tmp_path / "two" / second_file).read_bytes() == second_wheel
