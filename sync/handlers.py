@@ -23,10 +23,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -45,7 +45,7 @@ from sync.models import InvalidInput, normalize_project_name
 from sync.progress import Reporter
 from sync.render import parse_published_json
 from sync.state import STATE_KEY, MirrorState, ProjectState, load_state, save_state
-from sync.storage import STATE_PREFIX, ObjectInfo, Storage, StorageError, open_storage
+from sync.storage import STATE_PREFIX, StorageError, open_storage
 from sync.upstream import UpstreamClient
 
 LAG_METRIC = "MirrorLagSeconds"
@@ -179,12 +179,12 @@ class ProjectSyncer:
 
     def _project_lease(self, project: str, ttl: float = PROJECT_LEASE_TTL) -> Lease:
         """The project's lease, waiting up to `lease_wait` seconds for another sync of it to finish."""
-        view = PrefixedStorage(self.storage, f"{PROJECT_LEASE_PREFIX}{project}/")
+        key = f"{PROJECT_LEASE_PREFIX}{project}.json"
         give_up = time.monotonic() + self.lease_wait
         pause = 0.05
         while True:
             try:
-                return acquire(view, owner=self.owner, ttl=ttl)
+                return acquire(self.storage, owner=self.owner, ttl=ttl, key=key)
             except LeaseHeld:
                 if time.monotonic() + pause > give_up:
                     raise
@@ -216,59 +216,6 @@ class ProjectSyncer:
             content_type="application/octet-stream",
             cache_control="no-store",
         )
-
-
-class PrefixedStorage:
-    """A view of `inner` rooted at `prefix`: lets the destination lease code guard one project's own lease key."""
-
-    def __init__(self, inner: Storage, prefix: str):
-        self.inner = inner
-        self.prefix = prefix
-
-    def put_file(
-        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
-    ) -> int:
-        return self.inner.put_file(
-            self.prefix + key, body, sha256=sha256, size=size, content_type=content_type, cache_control=cache_control
-        )
-
-    def put_bytes(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str,
-        cache_control: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-    ) -> str:
-        return self.inner.put_bytes(
-            self.prefix + key,
-            data,
-            content_type=content_type,
-            cache_control=cache_control,
-            if_match=if_match,
-            if_none_match=if_none_match,
-        )
-
-    def get_bytes(self, key: str) -> tuple[bytes, str] | None:
-        return self.inner.get_bytes(self.prefix + key)
-
-    def head(self, key: str) -> ObjectInfo | None:
-        return self.inner.head(self.prefix + key)
-
-    def open(self, key: str) -> BinaryIO:
-        return self.inner.open(self.prefix + key)
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self.inner.delete(self.prefix + key, if_match=if_match)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        for info in self.inner.list(self.prefix + prefix):
-            yield ObjectInfo(info.key.removeprefix(self.prefix), info.size, info.etag)
-
-    def describe(self) -> str:
-        return f"{self.inner.describe()} ({self.prefix})"
 
 
 # ------------------------------------------------------------------------------------------------ dispatch

@@ -48,8 +48,9 @@ def _body(owner: str, acquired_at: float, expires_at: float) -> bytes:
 class Lease:
     """A lease we hold. Use as a context manager, or call release(); renew() well before `expires_at`."""
 
-    def __init__(self, storage: Storage, *, owner: str, ttl: float, acquired_at: float, etag: str):
+    def __init__(self, storage: Storage, key: str, *, owner: str, ttl: float, acquired_at: float, etag: str):
         self.storage = storage
+        self.key = key
         self.owner = owner
         self.ttl = ttl
         self.acquired_at = acquired_at
@@ -66,7 +67,7 @@ class Lease:
             expires_at = time.time() + self.ttl
             body = _body(self.owner, self.acquired_at, expires_at)
             try:
-                etag = _write(self.storage, body, if_match=self._etag)
+                etag = _write(self.storage, self.key, body, if_match=self._etag)
             except PreconditionFailed:
                 raise LeaseLost(
                     f"lease on {self.storage.describe()} was taken over by another run after it expired"
@@ -80,7 +81,7 @@ class Lease:
                 return False
             self._released = True
             try:
-                self.storage.delete(LEASE_KEY, if_match=self._etag)
+                self.storage.delete(self.key, if_match=self._etag)
             except PreconditionFailed:
                 return False
             return True
@@ -94,7 +95,7 @@ class Lease:
         self.release()
 
 
-def _write(storage: Storage, body: bytes, *, if_match: str | None = None) -> str:
+def _write(storage: Storage, key: str, body: bytes, *, if_match: str | None = None) -> str:
     """Write the lease conditionally; returns its etag.
 
     A retried request whose first attempt landed (the answer was lost) fails its condition against our own
@@ -102,36 +103,37 @@ def _write(storage: Storage, body: bytes, *, if_match: str | None = None) -> str
     """
     try:
         return storage.put_bytes(
-            LEASE_KEY, body, content_type="application/json", cache_control="no-store",
+            key, body, content_type="application/json", cache_control="no-store",
             if_match=if_match, if_none_match=if_match is None,
         )
     except PreconditionFailed:
-        found = storage.get_bytes(LEASE_KEY)
+        found = storage.get_bytes(key)
         if found is not None and found[0] == body:
             return found[1]
         raise
 
 
-def _held_message(storage: Storage, record: dict[str, str]) -> str:
+def _held_message(storage: Storage, key: str, record: dict[str, str]) -> str:
     return (
         f"{storage.describe()} is leased by {record.get('owner', '?')!r} until {record.get('expires_at', '?')} "
         f"(another run is writing to it); if that run is dead, wait for the lease to expire "
-        f"or delete {LEASE_KEY} from the destination"
+        f"or delete {key} from the destination"
     )
 
 
-def acquire(storage: Storage, *, owner: str, ttl: float) -> Lease:
-    """Take the destination's lease for `ttl` seconds, or raise LeaseHeld naming who holds it and until when."""
+def acquire(storage: Storage, *, owner: str, ttl: float, key: str = LEASE_KEY) -> Lease:
+    """Take the lease at `key` (by default the destination's) for `ttl` seconds, or raise LeaseHeld naming who
+    holds it and until when."""
     if ttl <= 0:
         raise ValueError(f"lease ttl must be positive, got {ttl}")
     for _ in range(ACQUIRE_ATTEMPTS):
         now = time.time()
         body = _body(owner, now, now + ttl)
         try:
-            return Lease(storage, owner=owner, ttl=ttl, acquired_at=now, etag=_write(storage, body))
+            return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=_write(storage, key, body))
         except PreconditionFailed:
             pass  # a lease exists: read it
-        found = storage.get_bytes(LEASE_KEY)
+        found = storage.get_bytes(key)
         if found is None:
             continue  # released in between: create it again
         data, etag = found
@@ -140,12 +142,13 @@ def acquire(storage: Storage, *, owner: str, ttl: float) -> Lease:
             expires_at = _seconds(record["expires_at"])
         except (ValueError, KeyError, TypeError):
             raise LeaseHeld(
-                f"{storage.describe()} has an unreadable lease {LEASE_KEY}; if no other run is active, delete it"
+                f"{storage.describe()} has an unreadable lease {key}; if no other run is active, delete it"
             ) from None
         if expires_at > now:
-            raise LeaseHeld(_held_message(storage, record))
+            raise LeaseHeld(_held_message(storage, key, record))
         try:
-            return Lease(storage, owner=owner, ttl=ttl, acquired_at=now, etag=_write(storage, body, if_match=etag))
+            etag = _write(storage, key, body, if_match=etag)
+            return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=etag)
         except PreconditionFailed:
             continue  # another run took the expired lease first: read theirs
     raise LeaseHeld(f"{storage.describe()}: lost the race for the lease {ACQUIRE_ATTEMPTS} times; try again")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +27,7 @@ from sync.storage import (
     FILE_CACHE_CONTROL,
     PAGE_CACHE_CONTROL,
     ChecksumMismatch,
+    PreconditionFailed,
     Storage,
     StorageError,
     content_type_for,
@@ -185,13 +186,23 @@ class Mirror:
         result = ProjectResult(page.normalized, Outcome.UPDATED, page.last_serial, page.etag)
         json_key, html_key = page_keys(page.normalized)
         old_page: ProjectPage | None = None
+        # The versions of the pages read here: the new pages are written only over those, so two workers syncing
+        # the project at once cannot publish an older page after the newer one deleted what the older names.
+        read_versions: dict[str, str | None] | None = None
         if check_published:
             try:
                 found = self.storage.get_bytes(json_key)
+                html_info = self.storage.head(html_key)
+                read_versions = {json_key: found[1] if found else None, html_key: html_info.etag if html_info else None}
                 old_page = render.parse_published_json(found[0]) if found else None
                 page = _with_sizes(page, {f.key: f.size for f in old_page.files} if old_page else {})
                 if found is not None and found[0] == render.project_json(page):
                     result.outcome = Outcome.UNCHANGED
+                    return result
+                if old_page and _older(page, old_page):
+                    self.reporter.event("older_than_published", level="warning", project=page.normalized,
+                                        serial=page.last_serial, published=old_page.last_serial)
+                    result.outcome, result.serial = Outcome.UNCHANGED, old_page.last_serial
                     return result
             except (StorageError, ValueError) as error:
                 # An unreadable published page is replaced; nothing it names is deleted on its word.
@@ -203,11 +214,16 @@ class Mirror:
         try:
             # The JSON page last: finding it current is how a resumed run knows both pages were written.
             for key, body in ((html_key, render.project_html(page)), (json_key, render.project_json(page))):
+                version = read_versions.get(key) if read_versions is not None else None
                 self.storage.put_bytes(
-                    key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL
+                    key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL,
+                    if_match=version, if_none_match=read_versions is not None and version is None,
                 )
                 result.pages_written += 1
             self._delete_unnamed(old_page, page, result)
+        except PreconditionFailed as error:
+            message = f"{error}: another run published the project meanwhile; retried next run"
+            return self._failed(page.normalized, message, result)
         except StorageError as error:
             return self._failed(page.normalized, str(error), result)
         self.reporter.event(
@@ -412,7 +428,7 @@ class Mirror:
             state.projects[result.name] = ProjectState(result.serial, result.etag)
 
 
-def _with_sizes(page: ProjectPage, sizes: dict[str, int | None]) -> ProjectPage:
+def _with_sizes(page: ProjectPage, sizes: Mapping[str, int | None]) -> ProjectPage:
     """The page with each unknown file size (an HTML-only upstream gives none) filled in from `sizes`."""
     if all(f.size is not None for f in page.files):
         return page
@@ -434,6 +450,12 @@ def _objects_of(dist: DistFile) -> list[DistFile]:
             )
         )
     return objects
+
+
+def _older(page: ProjectPage, published: ProjectPage) -> bool:
+    """Whether `page` is an older upstream state than the published page (both serials known)."""
+    new, old = page.last_serial, published.last_serial
+    return new is not None and old is not None and new < old
 
 
 def _state_bytes(state: MirrorState | None) -> bytes | None:

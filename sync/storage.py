@@ -41,6 +41,12 @@ BOTO_ERRORS = (ClientError, BotoCoreError)
 T = TypeVar("T")
 
 
+class Readable(Protocol):
+    """A byte stream put_file copies from: an open file or an HTTP response body."""
+
+    def read(self, amount: int, /) -> bytes: ...
+
+
 class StorageError(Exception):
     """The destination refused or failed an operation; the message names the key."""
 
@@ -64,7 +70,7 @@ class Storage(Protocol):
     """Where the mirror lives. Keys are '/'-separated, relative to the destination root."""
 
     def put_file(
-        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
     ) -> int:
         """Store a file streamed from `body`, visible only if its sha256 (and size, when given) match; returns its size.
 
@@ -150,7 +156,7 @@ def _mismatch(key: str, sha256: str, actual: str, size: int | None, received: in
     return None
 
 
-def _copy_hashing(key: str, body: BinaryIO, sink: Callable[[bytes], Any], size: int | None) -> tuple[str, int]:
+def _copy_hashing(key: str, body: Readable, sink: Callable[[bytes], Any], size: int | None) -> tuple[str, int]:
     """Copy `body` into `sink` in bounded chunks; returns (sha256 hex, byte count). Stops early past `size`."""
     digest = hashlib.sha256()
     received = 0
@@ -284,7 +290,7 @@ class FolderStorage:
             os.close(fd)
 
     def put_file(
-        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
     ) -> int:
         """Content type and cache control are not stored: a folder has no object metadata."""
         path = self._path(key)
@@ -477,7 +483,7 @@ class S3Storage:
         ) == 404
 
     def put_file(
-        self, key: str, body: BinaryIO, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
     ) -> int:
         full_key = self._key(key)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
