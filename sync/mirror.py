@@ -98,7 +98,10 @@ class Mirror:
         self.upstream = upstream
         self.storage = storage
         self.reporter = reporter
-        self._file_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="file")
+        # Twice as many file threads as upstream connections (the client's pool caps requests in flight at
+        # `workers`): a thread spends part of each file on storage (fsync, rename, S3's answer) after the download
+        # has handed its connection back, and with only `workers` threads that connection would sit idle meanwhile.
+        self._file_pool = ThreadPoolExecutor(config.workers * 2, thread_name_prefix="file")
         self._stop = threading.Event()
         self._run_state: MirrorState | None = None  # the state of the run in progress, if any
         self._marked_incomplete = threading.Lock()
@@ -122,7 +125,11 @@ class Mirror:
                         work[normalized] = max(work.get(normalized) or 0, change_serial)
                 # Projects added to the allowlist since the last run are not in the feed: sync them too.
                 work.update(
-                    {n: None for n in self.config.projects if n not in state.projects and n not in work}
+                    {
+                        n: None
+                        for n in self.config.projects
+                        if n not in state.projects and n not in work and wants_project(self.config, n)
+                    }
                 )
                 return Plan(work, serial)
         # A mirror that already holds projects but no serial was made from an upstream without a change feed.
