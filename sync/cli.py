@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -106,6 +107,20 @@ def run_mirror(args: argparse.Namespace) -> int:
     return mirror_once(config, Reporter(json_lines=json_lines))
 
 
+class LogEvents(logging.Handler):
+    """Warnings the engine's modules log (an upstream file entry dropped as unsafe, a listed name refused) as event
+    lines of the run's reporter, so every rejected input is named in the run's log."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.WARNING)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.event(
+            "warning", level=record.levelname.lower(), logger=record.name, message=record.getMessage()
+        )
+
+
 def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     """One mirror run with the CLI's error handling; returns the exit code."""
     try:
@@ -116,6 +131,8 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
         config.upstream, contact=config.contact, max_connections=config.workers, file_hosts=config.allowed_file_hosts
     )
     mirror = Mirror(config, upstream, storage, reporter)
+    log_events = LogEvents(reporter)
+    logging.getLogger("sync").addHandler(log_events)
     try:
         result = mirror.run(owner=f"{socket.gethostname()}:{os.getpid()}")
     except LeaseHeld as error:
@@ -128,6 +145,7 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
         return _fail(EXIT_INTERRUPTED, "interrupted; run again to resume")
     finally:
         mirror.close()
+        logging.getLogger("sync").removeHandler(log_events)
     for project in result.failed:
         print(f"failed: {project.name}: {'; '.join(project.errors)}", file=sys.stderr)
     return EXIT_PARTIAL if result.failed else EXIT_OK
@@ -141,11 +159,14 @@ def run_verify(args: argparse.Namespace) -> int:
         return _fail(EXIT_DESTINATION, f"destination {args.dest}: {error}")
     for orphan in report.orphans:
         print(f"orphan: {orphan} (named by no page)")
+    for pending in report.pending:
+        print(f"pending: {pending} (a run is unfinished or the project awaits its retry; the next run completes it)")
     for problem in report.problems:
         print(problem)
     print(
         f"{'sound' if report.sound else 'UNSOUND'}: {report.projects} projects, "
-        f"{report.objects_checked} objects hashed, {len(report.problems)} problems, {len(report.orphans)} orphans",
+        f"{report.objects_checked} objects hashed, {len(report.problems)} problems, {len(report.orphans)} orphans"
+        + (f", {len(report.pending)} pending" if report.pending else ""),
         file=sys.stderr,
     )
     return EXIT_OK if report.sound else EXIT_VERIFY_FAILED

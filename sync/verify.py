@@ -1,4 +1,10 @@
-"""Audit a mirror: every page names only objects present with the right sha256; list what no page names."""
+"""Audit a mirror: every page names only objects present with the right sha256; list what no page names.
+
+While the destination's lease exists a run is writing, or died writing: the root listing and a project's second page
+may then lag behind what is stored; so may the two pages of a project the last run failed (the next run retries it).
+Those are reported as pending, not as problems; a page naming a missing or wrong object is a problem whatever the
+lease or the state says.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sync import render
+from sync.lease import LEASE_KEY
 from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, objects_named, page_keys
+from sync.state import load_state
 from sync.storage import Storage, StorageError
 
 HASH_CHUNK = 1024 * 1024
@@ -19,12 +27,20 @@ HASH_CHUNK = 1024 * 1024
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # what an unfinished run leaves for the next run to complete
     projects: int = 0
     objects_checked: int = 0
+    unfinished: bool = False  # the lease exists: a run is writing, or died writing
+    retrying: frozenset[str] = frozenset()  # projects the last run failed, which the next run retries
 
     @property
     def sound(self) -> bool:
         return not self.problems
+
+    def lagging(self, message: str, project: str | None = None) -> None:
+        """A page or listing behind what is stored: pending while a run is unfinished or the project awaits its
+        retry, else a problem."""
+        (self.pending if self.unfinished or project in self.retrying else self.problems).append(message)
 
 
 def _sha256_of(storage: Storage, key: str) -> str:
@@ -45,13 +61,13 @@ def _project_names(storage: Storage, report: VerifyReport) -> Iterator[str]:
     for name, found in sorted(pages.items()):
         missing = {"index.html", "index.v1_json"} - found
         if missing:
-            report.problems.append(f"incomplete project: simple/{name}/ lacks {', '.join(sorted(missing))}")
+            report.lagging(f"incomplete project: simple/{name}/ lacks {', '.join(sorted(missing))}", name)
         yield name
 
 
 def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) -> VerifyReport:
     """Check pages against stored objects; with `hashes`, re-hash every named object (else compare sizes)."""
-    report = VerifyReport()
+    report = VerifyReport(unfinished=storage.head(LEASE_KEY) is not None, retrying=_retrying(storage))
     sizes = {info.key: info.size for info in storage.list("packages/")}
     named: dict[str, tuple[str, int | None, str]] = {}  # key -> (sha256, size, naming project)
     projects = list(_project_names(storage, report))
@@ -59,7 +75,7 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
         report.projects += 1
         json_key, html_key = page_keys(name)
         found_json, found_html = storage.get_bytes(json_key), storage.get_bytes(html_key)
-        if found_json is None or found_html is None:
+        if found_json is None:
             continue
         try:
             page = render.parse_published_json(found_json[0])
@@ -68,8 +84,8 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
             continue
         if page.normalized != name:
             report.problems.append(f"wrong project: {json_key} is for {page.normalized!r}")
-        if render.project_html(page) != found_html[0]:
-            report.problems.append(f"pages disagree: {html_key} does not match {json_key}")
+        if found_html is not None and render.project_html(page) != found_html[0]:
+            report.lagging(f"pages disagree: {html_key} does not match {json_key}", name)
         sizes_by_key = {f.key: f.size for f in page.files}
         for key, sha256 in objects_named(page).items():
             named[key] = (sha256, sizes_by_key.get(key), name)
@@ -93,6 +109,15 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
     return report
 
 
+def _retrying(storage: Storage) -> frozenset[str]:
+    """The projects the mirror's state says the next run retries (none when the state is absent or unreadable)."""
+    try:
+        state = load_state(storage)
+    except StorageError:
+        return frozenset()
+    return frozenset(state.pending) if state else frozenset()
+
+
 def _safe_sha256(storage: Storage, key: str) -> str:
     try:
         return _sha256_of(storage, key)
@@ -103,7 +128,7 @@ def _safe_sha256(storage: Storage, key: str) -> str:
 def _check_root(storage: Storage, projects: set[str], report: VerifyReport) -> None:
     found_json, found_html = storage.get_bytes(ROOT_JSON_KEY), storage.get_bytes(ROOT_HTML_KEY)
     if found_json is None or found_html is None:
-        report.problems.append("missing root page: simple/index.v1_json and simple/index.html are both required")
+        report.lagging("missing root page: simple/index.v1_json and simple/index.html are both required")
         return
     try:
         listed = {entry["name"] for entry in json.loads(found_json[0])["projects"]}
@@ -111,6 +136,6 @@ def _check_root(storage: Storage, projects: set[str], report: VerifyReport) -> N
         report.problems.append(f"unreadable root page: {ROOT_JSON_KEY}: {error}")
         return
     for name in sorted(listed - projects):
-        report.problems.append(f"dangling root entry: {ROOT_JSON_KEY} lists {name}, which has no pages")
+        report.lagging(f"dangling root entry: {ROOT_JSON_KEY} lists {name}, which has no pages")
     for name in sorted(projects - listed):
-        report.problems.append(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")
+        report.lagging(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")

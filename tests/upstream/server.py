@@ -2,7 +2,8 @@
 
 Endpoints: `/simple/` and `/simple/<name>/` (PEP 503 HTML / PEP 691 JSON by Accept or `?format=`, PEP 592/700/714
 fields, strong ETags, `X-PyPI-Last-Serial`, 301 to the normalized name), `/packages/…` files and their `.metadata`,
-and XML-RPC at `POST /pypi` (`changelog_since_serial`, `changelog_last_serial`, `list_packages_with_serial`).
+XML-RPC at `POST /pypi` (`changelog_since_serial`, `changelog_last_serial`, `list_packages_with_serial`), and the
+legacy JSON API `/pypi/<name>/json` (what bandersnatch reads per project).
 Runs in-process on 127.0.0.1 (stdlib ThreadingHTTPServer, HTTP/1.1 keep-alive), one daemon thread per connection.
 """
 
@@ -266,6 +267,39 @@ def render_project_json(project: FakeProject, files_base: str, size_delta: int =
     return json.dumps(page, separators=(",", ":")).encode()
 
 
+def render_legacy_json(project: FakeProject, files_base: str) -> bytes:
+    """The legacy JSON API document (`/pypi/<name>/json`): `info`, `last_serial`, `releases` and `urls`."""
+    releases: dict[str, list[dict[str, object]]] = {version: [] for version in project.versions}
+    for dist in project.files:
+        metadata: dict[str, str] | bool = (
+            {"sha256": dist.metadata_sha256} if dist.metadata_sha256 is not None else False
+        )
+        releases[dist.version].append(
+            {
+                "filename": dist.filename,
+                "url": files_base + dist.url_path,
+                "digests": {"sha256": dist.sha256, "blake2b_256": dist.blake2b_256},
+                "size": dist.size,
+                "packagetype": "bdist_wheel" if dist.filename.endswith(".whl") else "sdist",
+                "requires_python": dist.requires_python,
+                "upload_time": dist.upload_time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "upload_time_iso_8601": iso_time(dist.upload_time),
+                "yanked": dist.yanked is not False,
+                "yanked_reason": dist.yanked if isinstance(dist.yanked, str) else None,
+                "core-metadata": metadata,
+                "data-dist-info-metadata": metadata,
+            }
+        )
+    latest = project.versions[-1] if project.versions else None
+    document = {
+        "info": {"name": project.name, "version": latest},
+        "last_serial": project.last_serial,
+        "releases": releases,
+        "urls": releases.get(latest, []) if latest is not None else [],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def _html_link(dist: FakeFile, files_base: str) -> str:
     attributes = [f'href="{html.escape(files_base + dist.url_path)}#sha256={dist.sha256}"']
     if dist.requires_python is not None:
@@ -477,6 +511,8 @@ class UpstreamServer:
             return replaced
         if request.path in {"/pypi", "/pypi/"}:
             return self._xmlrpc(request)
+        if request.path.startswith("/pypi/"):
+            return self._legacy_json(request)
         if request.path.startswith("/packages/"):
             return self._file(request)
         if request.path == "/simple" or request.path.startswith("/simple/"):
@@ -612,6 +648,21 @@ class UpstreamServer:
         return _Response(
             200, [body], [("Content-Type", "application/octet-stream"), ("Cache-Control", FILE_CACHE_CONTROL)]
         )
+
+    def _legacy_json(self, request: _Request) -> _Response:
+        if request.method not in {"GET", "HEAD"}:
+            return _text_response(405, headers=[("Allow", "GET, HEAD")])
+        name, _, tail = request.path.removeprefix("/pypi/").partition("/")
+        project = self.index.page_state(name) if tail == "json" and PROJECT_NAME.match(name) else None
+        if project is None:
+            return _text_response(404)
+        body = render_legacy_json(project, (self.files_base_url or self.url).rstrip("/"))
+        headers = [
+            ("Content-Type", "application/json"),
+            ("X-PyPI-Last-Serial", str(project.last_serial)),
+            ("Cache-Control", PAGE_CACHE_CONTROL),
+        ]
+        return _Response(200, [body], headers)
 
     def _xmlrpc(self, request: _Request) -> _Response:
         if not self.xmlrpc_enabled:
