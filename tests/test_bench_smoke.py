@@ -1,0 +1,76 @@
+"""bench/compare.py runs end to end on a tiny corpus (pypi-cdn only), and the fake PyPI's JSON API it relies on."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from bench.compare import main
+from tests.upstream.index import FakeIndex
+from tests.upstream.server import UpstreamServer
+
+
+def _table_rows(output: str) -> dict[tuple[str, str, str], list[str]]:
+    """The main table's rows keyed by (phase, dest, tool)."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 12 and cells[0] in {"cold", "no-op", "changed"}:
+            rows[(cells[0], cells[1], cells[2])] = cells
+    return rows
+
+
+def test_compare_runs_pypi_cdn_on_a_tiny_corpus(capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = (
+        "--rounds 1 --projects 3 --min-files 2 --max-files 3 --large-files 0 --skip-bandersnatch --big-root 2000"
+    )
+    code = main(arguments.split())
+    output = capsys.readouterr().out
+    assert code == 0, output
+    rows = _table_rows(output)
+    assert set(rows) == {
+        (phase, dest, "pypi-cdn") for phase in ("cold", "no-op", "changed") for dest in ("folder", "s3")
+    }
+    # columns: phase dest tool wall files/s MB/s upstream S3 S3/object RSS CPU complete
+    for dest in ("folder", "s3"):
+        assert rows[("cold", dest, "pypi-cdn")][11] == "yes"
+        assert rows[("no-op", dest, "pypi-cdn")][6] == "1 (0/0/1)"  # one change-feed call, nothing else
+        assert rows[("changed", dest, "pypi-cdn")][6] == "4 (1/2/1)"  # 1 changed project: page, wheel + metadata
+    assert rows[("no-op", "s3", "pypi-cdn")][7] == "GET 1"  # the state object; nothing written
+    assert float(rows[("cold", "s3", "pypi-cdn")][8]) > 0
+    assert "2x of the wire" in output
+    assert "planning a whole-index mirror from a root of 2,000 projects: 2,000 planned" in output
+
+
+def test_legacy_json_api_serves_what_bandersnatch_reads() -> None:
+    index = FakeIndex()
+    index.add_file("Foo_Bar", "foo_bar-1.0.tar.gz", b"sdist", version="1.0")
+    wheel = index.add_file(
+        "Foo_Bar",
+        "foo_bar-1.1-py3-none-any.whl",
+        b"wheel",
+        version="1.1",
+        metadata=b"Name: Foo_Bar\n",
+        yanked="broken",
+    )
+    with UpstreamServer(index) as server:
+        with urllib.request.urlopen(server.url + "/pypi/foo-bar/json", timeout=10) as response:
+            serial_header = response.headers["X-PyPI-Last-Serial"]
+            document = json.load(response)
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(server.url + "/pypi/nothing/json", timeout=10)
+    assert serial_header == str(index.serial) == str(document["last_serial"])
+    assert document["info"] == {"name": "Foo_Bar", "version": "1.1"}
+    assert [f["filename"] for f in document["releases"]["1.0"]] == ["foo_bar-1.0.tar.gz"]
+    (entry,) = document["releases"]["1.1"]
+    assert entry["url"] == server.url + wheel.url_path
+    assert entry["digests"]["sha256"] == wheel.sha256
+    assert entry["size"] == 5
+    assert entry["yanked"] is True
+    assert entry["yanked_reason"] == "broken"
+    assert entry["core-metadata"] == {"sha256": wheel.metadata_sha256}
+    assert document["releases"]["1.0"][0]["core-metadata"] is False
+    assert document["urls"] == document["releases"]["1.1"]
