@@ -124,7 +124,8 @@ class LogEvents(logging.Handler):
 def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     """One mirror run with the CLI's error handling; returns the exit code."""
     try:
-        storage = open_storage(config.dest, endpoint_url=config.endpoint_url, max_connections=config.workers + 4)
+        # The mirror runs two file threads per upstream connection (see Mirror), each may hold an S3 connection.
+        storage = open_storage(config.dest, endpoint_url=config.endpoint_url, max_connections=2 * config.workers + 4)
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
     upstream = UpstreamClient(
