@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class LocalStack:
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+        # A planner pass with nothing to measure emits no metric; powertools warns about that on every pass.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
         moto_port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         self.moto.start()
