@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from devstack.stack import sqs_event
 from sync.config import MirrorConfig
 from sync.handlers import Deadline, Runtime
 from sync.lambda_settings import HandlerSettings
@@ -31,6 +32,7 @@ from tests.upstream.corpus import build_corpus
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import UpstreamServer
 
+BENCH_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:bench"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 CORPUS_PROJECTS = 600
 WORKERS = 4
@@ -50,25 +52,6 @@ class WallClockIndex(FakeIndex):
         return self._times.setdefault(serial, datetime.now(UTC))
 
 
-def lambda_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench",
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
-
-
 def worker_loop(runtime: Runtime, sqs: Any, queue_url: str, stop: threading.Event) -> None:
     """What the event source mapping does for one worker: poll, invoke, delete what succeeded."""
     while not stop.is_set():
@@ -77,7 +60,8 @@ def worker_loop(runtime: Runtime, sqs: Any, queue_url: str, stop: threading.Even
         ).get("Messages", [])
         if not messages:
             continue
-        failed = {f["itemIdentifier"] for f in runtime.work(lambda_event(messages), None)["batchItemFailures"]}
+        response = runtime.work(sqs_event(messages, BENCH_QUEUE_ARN), None)
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for message in messages:
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -40,6 +40,7 @@ from sync import handlers
 
 BUCKET = "pypi-cdn-local"
 QUEUE = "pypi-cdn-sync"
+QUEUE_ARN = f"arn:aws:sqs:us-east-1:123456789012:{QUEUE}"
 DEFAULT_PROJECTS = ("six", "idna", "packaging")
 STACK_PORT = 8702
 RESYNC_SECONDS = 60.0
@@ -64,6 +65,26 @@ class FakeLambdaContext:
 
 def lambda_context(seconds: float = LAMBDA_SECONDS) -> FakeLambdaContext:
     return FakeLambdaContext(deadline=time.monotonic() + seconds)
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The Lambda event the SQS event source mapping builds from `receive_message`'s messages."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": queue_arn.split(":")[3],
+            }
+            for message in messages
+        ]
+    }
 
 
 class LocalStack:
@@ -171,9 +192,7 @@ class LocalStack:
             ).get("Messages", [])
             if not messages:
                 break
-            response = handlers.worker_handler(
-                {"Records": [self._sqs_record(m) for m in messages]}, lambda_context()
-            )
+            response = handlers.worker_handler(sqs_event(messages, QUEUE_ARN), lambda_context())
             failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
             failures += len(failed)
             done = [m for m in messages if m["MessageId"] not in failed]
@@ -187,19 +206,6 @@ class LocalStack:
         folded = handlers.planner_handler({}, lambda_context())
         root_written = planned["root_written"] or folded["root_written"]
         return {**planned, "worker_failures": failures, "root_written": root_written}
-
-    def _sqs_record(self, message: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message.get("Attributes", {}),
-            "messageAttributes": {},
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{QUEUE}",
-            "awsRegion": "us-east-1",
-        }
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from devstack.stack import lambda_context, sqs_event
 from sync import handlers
 from sync.config import ConfigError, MirrorConfig
 from sync.handlers import (
@@ -40,18 +41,6 @@ WRITES = ("PUT", "DELETE", "POST")
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
 
 
-class FakeContext:
-    """The part of the Lambda context the handlers use."""
-
-    def __init__(self, remaining_ms: int = 120_000):
-        self.remaining_ms = remaining_ms
-        self.aws_request_id = uuid.uuid4().hex
-        self.function_name = "pypi-cdn-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
 class Lambda:
     """Environment, queue and helpers around the real handler functions."""
 
@@ -75,7 +64,7 @@ class Lambda:
         self.storage = open_storage(s3.dest, endpoint_url=s3.endpoint_url)
 
     def plan(self, event: dict | None = None, remaining_ms: int = 120_000) -> dict:
-        return handlers.planner_handler(event or {}, FakeContext(remaining_ms))
+        return handlers.planner_handler(event or {}, lambda_context(remaining_ms / 1000))
 
     def receive(self) -> list[dict]:
         """Up to 10 queued messages as the records of a Lambda SQS event."""
@@ -86,24 +75,11 @@ class Lambda:
             AttributeNames=["All"],
             VisibilityTimeout=30,
         )
-        return [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
-                "awsRegion": "us-east-1",
-            }
-            for m in answer.get("Messages", [])
-        ]
+        return sqs_event(answer.get("Messages", []), "arn:aws:sqs:us-east-1:123456789012:q")["Records"]
 
     def work(self, records: list[dict]) -> list[str]:
         """Invoke the worker on `records` and delete what succeeded, as the event source mapping does."""
-        response = handlers.worker_handler({"Records": records}, FakeContext())
+        response = handlers.worker_handler({"Records": records}, lambda_context(120))
         failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
         for record in records:
             if record["messageId"] not in failed:
