@@ -128,6 +128,25 @@ class Cdn(pulumi.ComponentResource):
             event_type="viewer-request", function_arn=self.function.arn
         )
         origin_id = "mirror-bucket"
+
+        def cache_behavior(
+            path_pattern: str,
+            cache_policy_id: pulumi.Input[str],
+            functions: list[aws.cloudfront.DistributionOrderedCacheBehaviorFunctionAssociationArgs] | None = None,
+        ) -> aws.cloudfront.DistributionOrderedCacheBehaviorArgs:
+            """A read-only, HTTPS-only, compressed behaviour for `path_pattern` on the mirror bucket."""
+            return aws.cloudfront.DistributionOrderedCacheBehaviorArgs(
+                path_pattern=path_pattern,
+                target_origin_id=origin_id,
+                viewer_protocol_policy="https-only",
+                allowed_methods=READ_METHODS,
+                cached_methods=READ_METHODS,
+                compress=True,
+                cache_policy_id=cache_policy_id,
+                response_headers_policy_id=headers_policy.id,
+                function_associations=functions,
+            )
+
         self.distribution = aws.cloudfront.Distribution(
             f"{name}-distribution",
             enabled=True,
@@ -146,27 +165,8 @@ class Cdn(pulumi.ComponentResource):
                 )
             ],
             ordered_cache_behaviors=[
-                aws.cloudfront.DistributionOrderedCacheBehaviorArgs(
-                    path_pattern="/packages/*",
-                    target_origin_id=origin_id,
-                    viewer_protocol_policy="https-only",
-                    allowed_methods=READ_METHODS,
-                    cached_methods=READ_METHODS,
-                    compress=True,
-                    cache_policy_id=files_policy.id,
-                    response_headers_policy_id=headers_policy.id,
-                ),
-                aws.cloudfront.DistributionOrderedCacheBehaviorArgs(
-                    path_pattern="/simple/*",
-                    target_origin_id=origin_id,
-                    viewer_protocol_policy="https-only",
-                    allowed_methods=READ_METHODS,
-                    cached_methods=READ_METHODS,
-                    compress=True,
-                    cache_policy_id=pages_policy.id,
-                    response_headers_policy_id=headers_policy.id,
-                    function_associations=[function_association],
-                ),
+                cache_behavior("/packages/*", files_policy.id),
+                cache_behavior("/simple/*", pages_policy.id, functions=[function_association]),
             ],
             # `/simple` without a slash (redirected by the function) and everything else (404 from the function).
             default_cache_behavior=aws.cloudfront.DistributionDefaultCacheBehaviorArgs(
