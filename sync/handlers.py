@@ -40,7 +40,7 @@ from sync.config import MirrorConfig
 from sync.invalidation import EdgeRefresher
 from sync.lambda_settings import HandlerSettings, settings_from_env
 from sync.lease import Lease, LeaseHeld, acquire
-from sync.mirror import Mirror, Outcome, Plan, ProjectResult
+from sync.mirror import Mirror, Outcome, Plan, ProjectResult, record_result
 from sync.models import InvalidInput, normalize_project_name
 from sync.progress import Reporter
 from sync.render import parse_published_json
@@ -352,7 +352,6 @@ class Planner:
 
     def _run_locked(self, stored: MirrorState | None, plan: Plan, deadline: Deadline) -> PlannerResult:
         state = stored or MirrorState()
-        names_before = set(state.projects)
         times = self.change_times()
         jobs = [ProjectJob(name, serial, times.get(serial or -1)) for name, serial in plan.projects.items()]
         fan_out = self.fan_out if len(jobs) > self.inline_threshold else None
@@ -360,13 +359,14 @@ class Planner:
         dispatch = fan_out or self.inline
         self.reporter.start(len(jobs))
         dispatched = dispatch(jobs, deadline, check_existing=state.incomplete)
+        names_changed = False
         for result in dispatched.results:
-            _record(state, result)
+            names_changed |= record_result(state, result)
         failed = {r.name for r in dispatched.results if r.outcome is Outcome.FAILED}
         state.pending = {job.project: job.serial for job in dispatched.left}
         state.pending.update({name: plan.projects.get(name) for name in failed})
-        folded = self._fold_roster(state)
-        root_written = stored is None or set(state.projects) != names_before
+        folded, roster_changed_names = self._fold_roster(state)
+        root_written = stored is None or names_changed or roster_changed_names
         if root_written:
             self.mirror.publish_root(state.projects)
         if plan.serial is not None:
@@ -395,27 +395,25 @@ class Planner:
     def _roster_markers(self) -> list[str]:
         return [info.key for info in self.storage.list(ROSTER_PREFIX)]
 
-    def _fold_roster(self, state: MirrorState) -> list[str]:
-        """Apply the workers' markers (projects they published or removed) to `state`; returns the markers."""
+    def _fold_roster(self, state: MirrorState) -> tuple[list[str], bool]:
+        """Apply the workers' markers (projects they published or removed) to `state`: the markers, and whether the
+        set of mirrored projects changed."""
         markers = self._roster_markers()
+        changed = False
         for key in markers:
             name, _, change = key.removeprefix(ROSTER_PREFIX).rpartition(".")
-            if change == "added":
-                state.projects.setdefault(name, ProjectState(None, None))
-            elif change == "removed":
-                state.projects.pop(name, None)
-        return markers
+            held = name in state.projects
+            if change == "added" and not held:
+                state.projects[name] = ProjectState(None, None)
+                changed = True
+            elif change == "removed" and held:
+                del state.projects[name]
+                changed = True
+        return markers, changed
 
     def _delete(self, keys: list[str]) -> None:
         with ThreadPoolExecutor(ROSTER_THREADS, thread_name_prefix="roster") as pool:
             list(pool.map(self.storage.delete, keys))
-
-
-def _record(state: MirrorState, result: ProjectResult) -> None:
-    if result.outcome is Outcome.REMOVED:
-        state.projects.pop(result.name, None)
-    elif result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
-        state.projects[result.name] = ProjectState(result.serial, result.etag)
 
 
 # --------------------------------------------------------------------------------------------- the runtime

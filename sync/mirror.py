@@ -7,12 +7,16 @@ stored (verified) before the page that names them is written, and deleted only a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import socket
 import threading
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import zipfile
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import BinaryIO
 
 import urllib3.exceptions
 
@@ -20,6 +24,7 @@ from sync import render
 from sync.config import MirrorConfig
 from sync.filters import filter_page, wants_project
 from sync.lease import Lease, LeaseLost, acquire
+from sync.listing import ProjectListing
 from sync.models import DistFile, InvalidInput, ProjectPage, normalize_project_name
 from sync.progress import Reporter
 from sync.state import MirrorState, ProjectState, load_state, save_state
@@ -27,10 +32,12 @@ from sync.storage import (
     FILE_CACHE_CONTROL,
     PAGE_CACHE_CONTROL,
     ChecksumMismatch,
+    Inspector,
     PreconditionFailed,
     Storage,
     StorageError,
     content_type_for,
+    put_chunks,
 )
 from sync.upstream import ProjectNotFound, UpstreamClient, UpstreamError
 
@@ -38,6 +45,12 @@ ROOT_HTML_KEY = "simple/index.html"
 ROOT_JSON_KEY = "simple/index.v1_json"
 # What can go wrong while fetching one file and is worth another try.
 RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)
+# A wheel's `.metadata` (PEP 658) is its top-level `<name>-<version>.dist-info/METADATA`, byte for byte.
+WHEEL_METADATA = re.compile(r"\A[^/]+\.dist-info/METADATA\Z")
+METADATA_MAX_BYTES = 16 * 2**20  # a bigger METADATA is fetched from upstream rather than decompressed (zip bomb)
+# ZipFile reads and parses a wheel's whole central directory: a bigger one, fetch the metadata from upstream instead.
+WHEEL_MAX_ENTRIES = 50_000
+WHEEL_MAX_DIRECTORY_BYTES = 16 * 2**20
 
 
 def page_keys(normalized: str) -> tuple[str, str]:
@@ -53,7 +66,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass
+@dataclass(slots=True)
 class ProjectResult:
     name: str
     outcome: Outcome
@@ -68,26 +81,25 @@ class ProjectResult:
 
 @dataclass
 class RunResult:
-    projects: list[ProjectResult]
+    failed: list[ProjectResult]  # the projects that failed (every result goes to `run`'s `on_result`)
     root_written: bool
     summary: dict[str, object]
-
-    @property
-    def failed(self) -> list[ProjectResult]:
-        return [p for p in self.projects if p.outcome is Outcome.FAILED]
 
 
 @dataclass(frozen=True)
 class Plan:
     """Which projects to sync (normalized name → the lowest upstream serial their page may have)."""
 
-    projects: dict[str, int | None]
+    projects: Mapping[str, int | None]
     serial: int | None  # the change-feed serial the mirror reaches once every planned project is synced
-    listing: frozenset[str] | None = None  # every upstream project, when the plan read the whole root
 
 
 class FileFetchFailed(Exception):
     """A file could not be fetched and verified after every attempt."""
+
+
+# What storing one object came to: (size, whether this run stored it), or why it failed.
+Stored = tuple[DistFile, tuple[int, bool] | FileFetchFailed | StorageError]
 
 
 class Mirror:
@@ -104,7 +116,7 @@ class Mirror:
         self._file_pool = ThreadPoolExecutor(config.workers * 2, thread_name_prefix="file")
         self._stop = threading.Event()
         self._run_state: MirrorState | None = None  # the state of the run in progress, if any
-        self._marked_incomplete = threading.Lock()
+        self._state_lock = threading.Lock()  # the run's state: recording results, saving it mid-run
 
     def close(self) -> None:
         self._file_pool.shutdown(wait=True, cancel_futures=True)
@@ -138,16 +150,19 @@ class Mirror:
             work = {name: None for name in self.config.projects if wants_project(self.config, name)}
             return Plan({**work, **pending}, serial)
         listing = self.upstream.list_projects()
-        work = {}
-        for name, upstream_serial in listing.items():
-            if not wants_project(self.config, name):
-                continue
-            known = state.projects.get(name)
-            if known is None or upstream_serial is None or known.serial is None or upstream_serial > known.serial:
-                work[name] = upstream_serial
-        # Projects the mirror holds that upstream no longer lists: syncing them finds the 404 and removes them.
-        work.update({name: None for name in state.projects if name not in listing})
-        return Plan({**work, **pending}, serial, frozenset(listing))
+        if not state.projects and not pending and not self.config.blocklist:
+            return Plan(listing, serial)  # a first whole-index run: every listed project, without a second copy
+
+        def planned() -> Iterator[tuple[str, int | None]]:
+            for name, upstream_serial in listing.items():
+                if wants_project(self.config, name) and _outdated(state.projects.get(name), upstream_serial):
+                    yield name, upstream_serial
+            # Projects the mirror holds that upstream no longer lists: syncing them finds the 404 and removes them.
+            yield from ((name, None) for name in state.projects if name not in listing)
+            yield from pending.items()
+
+        # A whole-index plan can name every project upstream: kept as compact as the listing it comes from.
+        return Plan(ProjectListing(planned()), serial)
 
     def _normalized_or_report(self, name: str) -> str | None:
         try:
@@ -242,34 +257,76 @@ class Mirror:
     def _store_files(
         self, page: ProjectPage, old_page: ProjectPage | None, check_existing: bool, result: ProjectResult
     ) -> dict[str, int]:
-        """Store every object the page names that the old page did not; returns key → size of each."""
+        """Store every object the page names that the old page did not; returns key → size of each.
+
+        A wheel wanted with its `.metadata` is one task, which takes the metadata out of the verified wheel.
+        """
         held = objects_named(old_page)
-        wanted = [
-            obj for dist in page.files for obj in _objects_of(dist) if held.get(obj.key) != obj.sha256
-        ]
-        futures: dict[Future[tuple[int, bool]], DistFile] = {
-            self._file_pool.submit(self._store_file, obj, check_existing): obj for obj in wanted
-        }
+        futures: list[Future[list[Stored]]] = []
+        for dist in page.files:
+            wanted = [obj for obj in _objects_of(dist) if held.get(obj.key) != obj.sha256]
+            if len(wanted) == 2 and _is_wheel(dist):
+                futures.append(self._file_pool.submit(self._store_wheel, dist, wanted[1], check_existing))
+            else:
+                futures += [self._file_pool.submit(self._store_one, obj, check_existing) for obj in wanted]
         sizes: dict[str, int] = {}
         for future in as_completed(futures):
-            obj = futures[future]
-            try:
-                sizes[obj.key], downloaded = future.result()
-            except (FileFetchFailed, StorageError) as error:
-                result.errors.append(f"{obj.key}: {error}")
-                continue
-            if downloaded:
-                result.files_stored += 1
-                result.bytes_stored += sizes[obj.key]
+            for obj, stored in future.result():
+                if isinstance(stored, Exception):
+                    result.errors.append(f"{obj.key}: {stored}")
+                    continue
+                sizes[obj.key], downloaded = stored
+                if downloaded:
+                    result.files_stored += 1
+                    result.bytes_stored += sizes[obj.key]
         if result.errors:
             raise FileFetchFailed(result.errors[0])
         return sizes
 
-    def _store_file(self, dist: DistFile, check_existing: bool) -> tuple[int, bool]:
+    def _store_one(self, dist: DistFile, check_existing: bool) -> list[Stored]:
+        try:
+            return [(dist, self._store_file(dist, check_existing))]
+        except (FileFetchFailed, StorageError) as error:
+            return [(dist, error)]
+
+    def _store_wheel(self, wheel: DistFile, metadata: DistFile, check_existing: bool) -> list[Stored]:
+        """Store a wheel, then its `.metadata` from the wheel's own METADATA when that hashes to the declared sha256.
+
+        No upstream request for the metadata then; else (not a zip, no single METADATA, too big, another hash, the
+        wheel already stored) it is fetched from upstream as any file.
+        """
+        if check_existing:
+            try:
+                info = self.storage.head(metadata.key)
+            except StorageError as error:
+                return [*self._store_one(wheel, check_existing), (metadata, error)]
+            if info is not None:  # stored by an interrupted run: keep it, as _store_file would
+                return [*self._store_one(wheel, check_existing), (metadata, (info.size, False))]
+        extract = _MetadataOfWheel(metadata.sha256)
+        try:
+            stored = self._store_file(wheel, check_existing, inspect=extract)
+        except (FileFetchFailed, StorageError) as error:
+            return [(wheel, error)]  # the project fails: its metadata is fetched when it is retried
+        if extract.data is not None:
+            try:
+                self.storage.put_bytes(
+                    metadata.key, extract.data, content_type=content_type_for(metadata.key),
+                    cache_control=FILE_CACHE_CONTROL,
+                )
+            except StorageError as error:
+                extract.problem = f"cannot store it: {error}"
+            else:
+                self.reporter.file_stored(len(extract.data))
+                return [(wheel, stored), (metadata, (len(extract.data), True))]
+        if extract.problem is not None:
+            self.reporter.event("metadata_from_upstream", key=metadata.key, reason=extract.problem)
+        return [(wheel, stored), *self._store_one(metadata, False)]  # not stored: checked above when resuming
+
+    def _store_file(self, dist: DistFile, check_existing: bool, inspect: Inspector | None = None) -> tuple[int, bool]:
         """Download one file and store it verified; returns its size and whether it was downloaded.
 
         Retries what is retryable. With `check_existing`, a file already stored is kept (storage only ever shows
-        verified objects) instead of downloaded again.
+        verified objects) instead of downloaded again. `inspect` reads the verified bytes before they are published.
         """
         if check_existing:
             info = self.storage.head(dist.key)
@@ -284,7 +341,7 @@ class Mirror:
                 with self.upstream.open_file(dist.url) as body:
                     size = self.storage.put_file(
                         dist.key, body, sha256=dist.sha256, size=dist.size,
-                        content_type=content_type_for(dist.key), cache_control=FILE_CACHE_CONTROL,
+                        content_type=content_type_for(dist.key), cache_control=FILE_CACHE_CONTROL, inspect=inspect,
                     )
             except RETRYABLE_FETCH_ERRORS as error:
                 last_error = error
@@ -298,7 +355,7 @@ class Mirror:
 
     def _mark_incomplete(self) -> None:
         """Before a run stores its first file, record that files may exist that no page names yet."""
-        with self._marked_incomplete:
+        with self._state_lock:
             state = self._run_state
             if state is not None and not state.incomplete:
                 save_state(self.storage, dataclasses.replace(state, incomplete=True))
@@ -338,22 +395,21 @@ class Mirror:
         return result
 
     # ------------------------------------------------------------------------------------------ root pages
-    def publish_root(self, names: Iterable[str]) -> None:
-        """Write the root pages listing `names` (normalized)."""
-        ordered = sorted(names)
-        bodies = (
-            (ROOT_JSON_KEY, render.root_json(((n, None) for n in ordered), None)),
-            (ROOT_HTML_KEY, render.root_html((n, None) for n in ordered)),
-        )
-        for key, body in bodies:
-            self.storage.put_bytes(key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL)
-        self.reporter.event("root_published", projects=len(ordered))
+    def publish_root(self, names: Collection[str]) -> None:
+        """Write the root pages listing `names` (normalized, in name order), streamed to storage."""
+        for key, page in (
+            (ROOT_JSON_KEY, render.root_json(((n, None) for n in names), None)),
+            (ROOT_HTML_KEY, render.root_html((n, None) for n in names)),
+        ):
+            put_chunks(self.storage, key, page, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL)
+        self.reporter.event("root_published", projects=len(names))
 
     # ------------------------------------------------------------------------------------------- whole run
-    def run(self, owner: str) -> RunResult:
+    def run(self, owner: str, on_result: Callable[[ProjectResult], None] | None = None) -> RunResult:
         """One complete run: plan; if there is work, take the destination's lease, sync, publish the root.
 
-        Planning reads only, so a run with nothing to do writes nothing — not even the lease.
+        Planning reads only, so a run with nothing to do writes nothing — not even the lease. Each project's result
+        goes to `on_result` as it comes; only failures are kept, so a run over all of PyPI holds no list of results.
         """
         self._stop.clear()
         state = load_state(self.storage)
@@ -366,9 +422,9 @@ class Mirror:
             renewer.start()
             try:
                 locked_state = load_state(self.storage)
-                if _state_bytes(locked_state) != _state_bytes(state):  # another run finished in between
+                if _digest(locked_state) != _digest(state):  # another run finished in between
                     state, plan = locked_state, self.plan(locked_state or MirrorState())
-                return self._run_locked(state, plan)
+                return self._run_locked(state, plan, on_result or (lambda result: None))
             finally:
                 self._stop.set()
                 renewer.join(timeout=5)
@@ -381,35 +437,40 @@ class Mirror:
                 self.reporter.event("lease_lost", level="error", error=str(error))
                 self._stop.set()
 
-    def _run_locked(self, stored: MirrorState | None, plan: Plan) -> RunResult:
+    def _run_locked(
+        self, stored: MirrorState | None, plan: Plan, on_result: Callable[[ProjectResult], None]
+    ) -> RunResult:
         first_run = stored is None
         state = stored or MirrorState()
         resumed = state.incomplete
         self.reporter.start(len(plan.projects))
-        initial = state.to_json()
+        initial = state.digest()
+        names_changed, failed = False, []
         self._run_state = state
         try:
-            results = self._sync_all(plan, state, resumed)
+            for result in self._sync_all(plan, state, resumed):
+                with self._state_lock:  # a file thread may be saving the state (_mark_incomplete)
+                    names_changed |= record_result(state, result)
+                if result.outcome is Outcome.FAILED:
+                    failed.append(result)
+                on_result(result)
         finally:
             self._run_state = None
-        names_before = set(state.projects)
-        for result in results:
-            self._record(state, result)
-        state.pending = {r.name: plan.projects.get(r.name) for r in results if r.outcome is Outcome.FAILED}
-        root_written = first_run or set(state.projects) != names_before
+        state.pending = {r.name: plan.projects.get(r.name) for r in failed}
+        root_written = first_run or names_changed
         if root_written:
             self.publish_root(state.projects)
         if plan.serial is not None:
             state.serial = plan.serial
         state.incomplete = False
-        if state.to_json() != initial:
+        if state.digest() != initial:
             save_state(self.storage, state)
         self.reporter.close()
         summary = self.reporter.summary()
         self.reporter.event("run_finished", **summary)
-        return RunResult(results, root_written, summary)
+        return RunResult(failed, root_written, summary)
 
-    def _sync_all(self, plan: Plan, state: MirrorState, resumed: bool) -> list[ProjectResult]:
+    def _sync_all(self, plan: Plan, state: MirrorState, resumed: bool) -> Iterator[ProjectResult]:
         def one(name: str, min_serial: int | None) -> ProjectResult:
             if self._stop.is_set():
                 return ProjectResult(name, Outcome.FAILED, errors=["run stopped: lease lost"])
@@ -424,15 +485,30 @@ class Mirror:
             self.reporter.project_finished(failed=result.outcome is Outcome.FAILED)
             return result
 
+        # At most two projects a worker are queued at once: a plan of PyPI's size is not turned into a million
+        # futures up front. Results come in the order the projects finish.
         with ThreadPoolExecutor(self.config.workers, thread_name_prefix="project") as pool:
-            return list(pool.map(one, plan.projects, plan.projects.values()))
+            running: set[Future[ProjectResult]] = set()
+            for name, min_serial in plan.projects.items():
+                if len(running) >= 2 * self.config.workers:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+                running.add(pool.submit(one, name, min_serial))
+            yield from (future.result() for future in as_completed(running))
 
-    @staticmethod
-    def _record(state: MirrorState, result: ProjectResult) -> None:
-        if result.outcome is Outcome.REMOVED:
-            state.projects.pop(result.name, None)
-        elif result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
-            state.projects[result.name] = ProjectState(result.serial, result.etag)
+
+
+
+def record_result(state: MirrorState, result: ProjectResult) -> bool:
+    """Note a project's result in `state`; returns whether the set of mirrored projects changed."""
+    held = result.name in state.projects
+    if result.outcome is Outcome.REMOVED:
+        state.projects.pop(result.name, None)
+        return held
+    if result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+        state.projects[result.name] = ProjectState(result.serial, result.etag)
+        return not held
+    return False
 
 
 def _with_sizes(page: ProjectPage, sizes: Mapping[str, int | None]) -> ProjectPage:
@@ -444,6 +520,55 @@ def _with_sizes(page: ProjectPage, sizes: Mapping[str, int | None]) -> ProjectPa
         for f in page.files
     )
     return dataclasses.replace(page, files=files)
+
+
+def _is_wheel(dist: DistFile) -> bool:
+    return dist.filename.lower().endswith(".whl")
+
+
+class _MetadataOfWheel:
+    """put_file's inspector for a wheel: keeps its METADATA in `data` if that hashes to `sha256`, else says why not."""
+
+    def __init__(self, sha256: str):
+        self.sha256 = sha256
+        self.data: bytes | None = None
+        self.problem: str | None = None
+
+    def __call__(self, wheel: BinaryIO) -> None:
+        self.data = self.problem = None
+        try:
+            data = wheel_metadata(wheel)
+        except Exception as error:  # whatever is wrong with the zip, upstream serves the metadata
+            self.problem = f"{type(error).__name__}: {error}"
+            return
+        if hashlib.sha256(data).hexdigest() == self.sha256.lower():
+            self.data = data
+        else:
+            self.problem = "the wheel's METADATA does not hash to the declared sha256"
+
+
+def wheel_metadata(wheel: BinaryIO, limit: int = METADATA_MAX_BYTES) -> bytes:
+    """The wheel's one top-level `*.dist-info/METADATA`, read to at most `limit` bytes; ValueError (or a zipfile
+    error) otherwise. Memory stays bounded: the central directory's size and the METADATA's are checked first."""
+    # The end record ZipFile itself reads (zip64 too): it then reads and parses the whole central directory.
+    end = zipfile._EndRecData(wheel)  # pyright: ignore[reportAttributeAccessIssue]
+    if end is None:
+        raise zipfile.BadZipFile("not a zip file")
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # pyright: ignore[reportAttributeAccessIssue]
+    directory = end[zipfile._ECD_SIZE]  # pyright: ignore[reportAttributeAccessIssue]
+    if entries > WHEEL_MAX_ENTRIES or directory > WHEEL_MAX_DIRECTORY_BYTES:
+        raise ValueError(f"central directory of {entries} entries, {directory} bytes: over the limit")
+    with zipfile.ZipFile(wheel) as archive:
+        found = [info for info in archive.infolist() if WHEEL_METADATA.match(info.filename)]
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} top-level *.dist-info/METADATA entries, expected 1")
+        if found[0].file_size > limit:
+            raise ValueError(f"METADATA of {found[0].file_size} bytes, over the limit of {limit}")
+        with archive.open(found[0]) as member:
+            data = member.read(limit + 1)  # bounded: read() would inflate the whole stream before cutting it
+    if len(data) > limit:
+        raise ValueError(f"METADATA over the limit of {limit} bytes")
+    return data
 
 
 def _objects_of(dist: DistFile) -> list[DistFile]:
@@ -459,14 +584,19 @@ def _objects_of(dist: DistFile) -> list[DistFile]:
     return objects
 
 
+def _outdated(known: ProjectState | None, upstream_serial: int | None) -> bool:
+    """Whether the listing's serial says a project changed since the mirror published it (unknown: assume so)."""
+    return known is None or upstream_serial is None or known.serial is None or upstream_serial > known.serial
+
+
 def _older(page: ProjectPage, published: ProjectPage) -> bool:
     """Whether `page` is an older upstream state than the published page (both serials known)."""
     new, old = page.last_serial, published.last_serial
     return new is not None and old is not None and new < old
 
 
-def _state_bytes(state: MirrorState | None) -> bytes | None:
-    return None if state is None else state.to_json()
+def _digest(state: MirrorState | None) -> str | None:
+    return None if state is None else state.digest()
 
 
 def objects_named(page: ProjectPage | None) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
@@ -125,46 +125,52 @@ def _normalized_batch(names: list[str]) -> list[str]:
 
 
 def _root_body(projects: Iterable[tuple[str, int | None]], render: Callable[[str, str, int | None], str],
-               separator: str) -> list[bytes]:
-    """Each (name, serial) rendered by `render(name, normalized, serial)` and joined, as a few UTF-8 batches."""
+               separator: str) -> Iterator[bytes]:
+    """Each (name, serial) rendered by `render(name, normalized, serial)` and joined, in UTF-8 batches."""
     entries = iter(projects)
-    batches: list[bytes] = []
+    first = True
     while batch := list(islice(entries, ROOT_BATCH)):
         names = [name for name, _ in batch]
         normalized = _normalized_batch(names)
         text = separator.join(render(n, norm, serial) for (n, serial), norm in zip(batch, normalized, strict=True))
-        batches.append((separator if batches else "").encode() + text.encode())
-    return batches
+        yield ("" if first else separator).encode() + text.encode()
+        first = False
 
 
 def _root_link(name: str, normalized: str, _serial: int | None) -> str:
     return f'    <a href="{normalized}/">{name}</a>'
 
 
-def root_html(projects: Iterable[tuple[str, int | None]]) -> bytes:
-    """The PEP 503 root page, listing (name, serial) pairs in the order given; links are `<normalized>/`."""
+def root_html(projects: Iterable[tuple[str, int | None]]) -> Iterator[bytes]:
+    """The PEP 503 root page in chunks, listing (name, serial) pairs in the order given; links are `<normalized>/`."""
     head = (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
         f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
+    yield head.encode()
     # Only PEP 508 names get through _normalized_batch: letters, digits, . _ - need no HTML escaping.
-    links = _root_body(projects, _root_link, "\n")
-    return b"".join([head.encode(), *links, b"\n  </body>\n</html>\n" if links else b"  </body>\n</html>\n"])
+    listed = False
+    for chunk in _root_body(projects, _root_link, "\n"):
+        listed = True
+        yield chunk
+    yield b"\n  </body>\n</html>\n" if listed else b"  </body>\n</html>\n"
 
 
 def _root_entry(name: str, _normalized: str, serial: int | None) -> str:
     return f'{{"name":"{name}"}}' if serial is None else f'{{"_last-serial":{serial:d},"name":"{name}"}}'
 
 
-def root_json(projects: Iterable[tuple[str, int | None]], last_serial: int | None) -> bytes:
-    """The PEP 691 root page: `projects[{name, _last-serial}]` in the order given (serials omitted when unknown)."""
+def root_json(projects: Iterable[tuple[str, int | None]], last_serial: int | None) -> Iterator[bytes]:
+    """The PEP 691 root page in chunks: `projects[{name, _last-serial}]` in the order given (serials omitted when
+    unknown)."""
     meta: dict[str, Any] = {"api-version": API_VERSION}
     if last_serial is not None:
         meta["_last-serial"] = last_serial
-    head = '{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":['
+    yield ('{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":[').encode()
     # Only PEP 508 names get through _normalized_batch: nothing in them needs JSON escaping.
-    return b"".join([head.encode(), *_root_body(projects, _root_entry, ","), b"]}"])
+    yield from _root_body(projects, _root_entry, ",")
+    yield b"]}"
 
 
 def _published_location(url: str, filename: str, sha256: str) -> tuple[str, str]:

@@ -1,20 +1,129 @@
-"""The mirror's private state, kept in the destination itself: upstream serials and ETags per project."""
+"""The mirror's private state, kept in the destination itself: upstream serials and ETags per project.
+
+Stored as JSON Lines: a header object, then one `[name, serial, etag]` array per project in name order. Held in
+memory as a `ProjectStates` table, so a mirror of all of PyPI (~930,000 projects) loads, changes and saves its state
+in tens of MB.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import io
 import json
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import cast
 
-from sync.storage import STATE_PREFIX, Storage, StorageError
+from sync.listing import SortedTable, encode_name
+from sync.storage import STATE_PREFIX, ObjectNotFound, Storage, StorageError, put_chunks
 
 STATE_KEY = STATE_PREFIX + "state.json"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+FOLD_AFTER_CHANGES = 16_384
+MAX_TABLES = 64
+_REMOVED = b""  # a table row that records a removal
 
 
-@dataclass
+@dataclass(slots=True)
 class ProjectState:
     serial: int | None  # upstream `_last-serial` of the published page
     etag: str | None  # upstream ETag of that page, sent back as If-None-Match
+
+
+class ProjectStates(MutableMapping[str, ProjectState]):
+    """Normalized name → ProjectState, compact: sorted tables of stored rows plus the changes since the last one.
+
+    Every FOLD_AFTER_CHANGES changes become one more table (newest wins, an empty value marks a removal); saving
+    merges the tables as it streams them out, so no step ever holds two copies of a PyPI-sized state. Only past
+    MAX_TABLES are the tables merged into one. Rows are kept as stored (`serial,etag` in JSON), so saving copies
+    bytes rather than encoding them again.
+    """
+
+    def __init__(self, projects: Iterable[tuple[str, ProjectState]] = ()):
+        self._tables = [SortedTable((encode_name(name), _encode(state)) for name, state in projects)]
+        self._changes: dict[str, ProjectState | None] = {}  # None: removed
+        self._size = len(self._tables[0])
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[bytes, bytes]]) -> ProjectStates:
+        """From (key, stored state) pairs in name order, as `rows()` gives them."""
+        states = cls()
+        states._tables = [SortedTable.from_sorted(rows)]
+        states._size = len(states._tables[0])
+        return states
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, name: str) -> ProjectState:
+        # Safe beside one writer thread: the changes are read before the tables, and a fold adds their table before
+        # it empties the changes, so whatever pair is read holds every change.
+        changes = self._changes
+        tables = self._tables
+        found = changes.get(name) if name in changes else self._stored(tables, name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    @staticmethod
+    def _stored(tables: list[SortedTable], name: str) -> ProjectState | None:
+        if not name.isascii():
+            return None
+        key = name.encode("ascii")
+        for table in reversed(tables):
+            value = table.get(key)
+            if value is not None:
+                return _decode(value) if value else None
+        return None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __setitem__(self, name: str, state: ProjectState) -> None:
+        encode_name(name)
+        self._size += name not in self
+        self._changes[name] = state
+        self._fold_if_due()
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._size -= 1
+        self._changes[name] = None
+        self._fold_if_due()
+
+    def __iter__(self) -> Iterator[str]:
+        for key, _ in self.rows():
+            yield key.decode("ascii")
+
+    def states(self) -> Iterator[tuple[str, ProjectState]]:
+        """(name, state) in name order."""
+        for key, value in self.rows():
+            yield key.decode("ascii"), _decode(value)
+
+    def rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, stored state) in name order: the tables and the changes merged as they are read."""
+        layers = [*self._tables, SortedTable.from_sorted(self._sorted_changes())]
+        # Newest layer first among equal keys; the first row of each key is the one that counts.
+        previous = None
+        for key, _, value in heapq.merge(*(_ranked(layer, -rank) for rank, layer in enumerate(layers))):
+            if key != previous and value != _REMOVED:
+                yield key, value
+            previous = key
+
+    def _fold_if_due(self) -> None:
+        if len(self._changes) < FOLD_AFTER_CHANGES:
+            return
+        self._tables = [*self._tables, SortedTable.from_sorted(self._sorted_changes())]
+        self._changes = {}
+        if len(self._tables) > MAX_TABLES:
+            self._tables = [SortedTable.from_sorted(self.rows())]
+
+    def _sorted_changes(self) -> list[tuple[bytes, bytes]]:
+        return sorted(
+            (encode_name(name), _REMOVED if state is None else _encode(state)) for name, state in self._changes.items()
+        )
 
 
 @dataclass
@@ -22,43 +131,103 @@ class MirrorState:
     """What the mirror holds, as of the last run that finished (or checkpointed)."""
 
     serial: int | None = None  # upstream change-feed serial everything up to which is mirrored
-    projects: dict[str, ProjectState] = field(default_factory=dict)  # normalized name -> state
+    projects: ProjectStates = field(default_factory=ProjectStates)  # normalized name -> state
     incomplete: bool = False  # a run started and did not finish: files may be stored without a page naming them
     pending: dict[str, int | None] = field(default_factory=dict)  # projects that failed: retried next run
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.projects, ProjectStates):  # a plain mapping, as tests and tools build one
+            self.projects = ProjectStates(cast(Mapping[str, ProjectState], self.projects).items())
+
+    def json_lines(self) -> Iterator[bytes]:
+        """The stored form: a header object, then `[name, serial, etag]` per project in name order."""
+        header = {
+            "format": STATE_FORMAT,
+            "serial": self.serial,
+            "incomplete": self.incomplete,
+            "pending": dict(sorted(self.pending.items())),
+            "projects": len(self.projects),
+        }
+        yield json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        for key, value in self.projects.rows():
+            yield b'["%s",%s]\n' % (key, value)
+
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "format": STATE_FORMAT,
-                "serial": self.serial,
-                "incomplete": self.incomplete,
-                "pending": dict(sorted(self.pending.items())),
-                "projects": {name: [p.serial, p.etag] for name, p in sorted(self.projects.items())},
-            },
-            separators=(",", ":"),
-        ).encode()
+        return b"".join(self.json_lines())
+
+    def digest(self) -> str:
+        """sha256 of the stored form: equal digests, equal states."""
+        hasher = hashlib.sha256()
+        for line in self.json_lines():
+            hasher.update(line)
+        return hasher.hexdigest()
 
     @classmethod
     def from_json(cls, data: bytes) -> MirrorState:
+        return cls.from_lines(io.BytesIO(data))
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[bytes]) -> MirrorState:
+        """Parse the stored form line by line; StorageError naming the state file if it is not one."""
         try:
-            raw = json.loads(data)
-            if raw.get("format") != STATE_FORMAT:
-                raise ValueError(f"unknown format {raw.get('format')!r}")
+            rows = iter(lines)
+            header = json.loads(next(rows, b"null"))
+            if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
+                found = header.get("format") if isinstance(header, dict) else header
+                raise ValueError(f"unknown format {found!r}")
+            projects = ProjectStates.from_rows(map(_stored_row, rows))
+            if len(projects) != header["projects"]:
+                raise ValueError(f"{len(projects)} projects where the header says {header['projects']} (truncated?)")
             return cls(
-                serial=raw["serial"],
-                incomplete=bool(raw["incomplete"]),
-                pending={str(name): serial for name, serial in raw["pending"].items()},
-                projects={name: ProjectState(serial, etag) for name, (serial, etag) in raw["projects"].items()},
+                serial=_optional_int(header["serial"]),
+                incomplete=bool(header["incomplete"]),
+                pending={str(name): _optional_int(serial) for name, serial in header["pending"].items()},
+                projects=projects,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise StorageError(f"{STATE_KEY}: unreadable mirror state ({error})") from None
 
 
 def load_state(storage: Storage) -> MirrorState | None:
-    """The stored state, or None for a destination no run has finished on."""
-    found = storage.get_bytes(STATE_KEY)
-    return None if found is None else MirrorState.from_json(found[0])
+    """The stored state, read as it streams in; None for a destination no run has finished on."""
+    try:
+        with storage.open(STATE_KEY) as stream:
+            return MirrorState.from_lines(stream)
+    except ObjectNotFound:
+        return None
 
 
 def save_state(storage: Storage, state: MirrorState) -> None:
-    storage.put_bytes(STATE_KEY, state.to_json(), content_type="application/json", cache_control="no-store")
+    put_chunks(storage, STATE_KEY, state.json_lines(), content_type="application/json", cache_control="no-store")
+
+
+def _stored_row(line: bytes) -> tuple[bytes, bytes]:
+    """(key, stored state) of one `[name, serial, etag]` line, checked in full."""
+    row = json.loads(line)
+    if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
+        raise ValueError(f"bad project row {row!r:.80}")
+    name, serial, etag = row
+    if etag is not None and not isinstance(etag, str):
+        raise ValueError(f"bad ETag in project row {row!r:.80}")
+    return encode_name(name), _encode(ProjectState(_optional_int(serial), etag))
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"{value!r:.40} is not a serial")
+
+
+def _encode(state: ProjectState) -> bytes:
+    """A ProjectState as stored: `serial,etag` in JSON (which escapes any tab or newline in the ETag)."""
+    return json.dumps([state.serial, state.etag], separators=(",", ":"))[1:-1].encode()
+
+
+def _decode(value: bytes) -> ProjectState:
+    serial, etag = json.loads(b"[%s]" % value)
+    return ProjectState(serial, etag)
+
+
+def _ranked(table: SortedTable, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
+    for key, value in table:
+        yield key, rank, value

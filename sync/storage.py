@@ -12,7 +12,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar, cast
@@ -39,6 +39,7 @@ TEMP_FILE = re.compile(r"\A\..*\.tmp-[A-Za-z0-9_]+\Z")  # `.<name>.tmp-<random>`
 BOTO_ERRORS = (ClientError, BotoCoreError)
 
 T = TypeVar("T")
+Inspector = Callable[[BinaryIO], None]  # put_file's hook: reads the verified local copy, positioned at its start
 
 
 class Readable(Protocol):
@@ -59,6 +60,10 @@ class PreconditionFailed(StorageError):
     """A conditional write lost: the object exists (If-None-Match) or changed (If-Match)."""
 
 
+class ObjectNotFound(StorageError):
+    """The object asked for does not exist."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -70,11 +75,21 @@ class Storage(Protocol):
     """Where the mirror lives. Keys are '/'-separated, relative to the destination root."""
 
     def put_file(
-        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self,
+        key: str,
+        body: Readable,
+        *,
+        sha256: str,
+        size: int | None,
+        content_type: str,
+        cache_control: str,
+        inspect: Inspector | None = None,
     ) -> int:
         """Store a file streamed from `body`, visible only if its sha256 (and size, when given) match; returns its size.
 
-        Raises ChecksumMismatch (nothing visible) otherwise. Memory stays bounded whatever the size.
+        Raises ChecksumMismatch (nothing visible) otherwise. Memory stays bounded whatever the size. `inspect`, when
+        given, reads the verified bytes from a local seekable copy before they become visible (no second download);
+        an exception from it aborts the put.
         """
         ...
 
@@ -100,7 +115,7 @@ class Storage(Protocol):
         ...
 
     def open(self, key: str) -> BinaryIO:
-        """A stream of the object's bytes (for verification); raises StorageError when absent."""
+        """A stream of the object's bytes; raises ObjectNotFound when absent."""
         ...
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
@@ -290,16 +305,35 @@ class FolderStorage:
             os.close(fd)
 
     def put_file(
-        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self,
+        key: str,
+        body: Readable,
+        *,
+        sha256: str,
+        size: int | None,
+        content_type: str,
+        cache_control: str,
+        inspect: Inspector | None = None,
     ) -> int:
-        """Content type and cache control are not stored: a folder has no object metadata."""
+        """Content type and cache control are not stored: a folder has no object metadata. `inspect` reads the
+        temp file before its rename."""
         path = self._path(key)
         temp, (actual, received) = self._write_temp(
             key, path, lambda handle: _copy_hashing(key, body, handle.write, size)
         )
-        if error := _mismatch(key, sha256, actual, size, received):
+        try:
+            if error := _mismatch(key, sha256, actual, size, received):
+                raise error
+            if inspect is not None:
+                try:
+                    local = open(temp, "rb")  # noqa: SIM115 - closed by the `with` below
+                except OSError as error:
+                    raise StorageError(f"{key}: cannot read back {temp}: {error.strerror or error}") from error
+                with local:
+                    inspect(local)
+        except BaseException:
             os.unlink(temp)
-            raise error
+            raise
         self._publish(key, temp, path)
         return received
 
@@ -365,6 +399,8 @@ class FolderStorage:
         path = self._path(key)
         try:
             return open(path, "rb")  # the caller closes it
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise ObjectNotFound(f"{key}: no such object ({path})") from error
         except OSError as error:
             raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
 
@@ -483,13 +519,25 @@ class S3Storage:
         ) == 404
 
     def put_file(
-        self, key: str, body: Readable, *, sha256: str, size: int | None, content_type: str, cache_control: str
+        self,
+        key: str,
+        body: Readable,
+        *,
+        sha256: str,
+        size: int | None,
+        content_type: str,
+        cache_control: str,
+        inspect: Inspector | None = None,
     ) -> int:
+        """`inspect` reads the spool (memory, or a temp file past SPOOL_IN_MEMORY) before the PutObject."""
         full_key = self._key(key)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             actual, received = _copy_hashing(key, body, spool.write, size)
             if error := _mismatch(key, sha256, actual, size, received):
                 raise error
+            if inspect is not None:
+                spool.seek(0)
+                inspect(cast(BinaryIO, spool))
             spool.seek(0)
             try:
                 self.client.put_object(
@@ -552,6 +600,8 @@ class S3Storage:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except BOTO_ERRORS as error:
+            if self._absent(error):
+                raise ObjectNotFound(f"{self.dest}/{key}: no such object") from error
             self._fail(key, "GET", error)
         raw = _S3Stream(response["Body"], lambda error: self._fail(key, "GET", error))
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=COPY_CHUNK))
@@ -599,6 +649,20 @@ class _S3Stream(io.RawIOBase):
         self._body.close()
         super().close()
 
+
+
+def put_chunks(storage: Storage, key: str, chunks: Iterable[bytes], *, content_type: str, cache_control: str) -> int:
+    """Store an object written in chunks (a root page, the state) in one write, spooled rather than joined in memory;
+    returns its size."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        hasher, size = hashlib.sha256(), 0
+        for chunk in chunks:
+            hasher.update(chunk)
+            size += spool.write(chunk)
+        spool.seek(0)
+        return storage.put_file(
+            key, spool, sha256=hasher.hexdigest(), size=size, content_type=content_type, cache_control=cache_control
+        )
 
 def _s3_client(endpoint_url: str | None, max_connections: int) -> Any:
     import boto3.session  # noqa: PLC0415 - boto3 loads only for S3 destinations

@@ -10,6 +10,7 @@ mirror holds on the word of a broken upstream.
 
 from __future__ import annotations
 
+import codecs
 import importlib.metadata
 import json
 import logging
@@ -21,19 +22,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from xml.parsers.expat import ExpatError
 
+import ijson
 import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from sync.config import PYPI_FILE_HOST
 from sync.filters import file_version
+from sync.listing import ProjectListing
 from sync.models import SHA256_HEX, DistFile, InvalidInput, ProjectPage, normalize_project_name
 
 LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PROJECT_URL = "https://github.com/pypi-cdn/pypi-cdn"
 JSON_PAGE_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -123,6 +127,28 @@ class _Fetched:
     serial: int | None  # from the X-PyPI-Last-Serial header
 
 
+class _LimitedBody:
+    """A response body read in chunks that raises UpstreamError once it grows past `limit` bytes."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str, limit: int):
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise UpstreamError(f"{url}: body of {declared} bytes is over the {limit}-byte limit; not read")
+        self._response, self._url, self._limit, self._total = response, url, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left when negative); b"" at the end."""
+        if size >= 0:
+            return self._count(self._response.read(size))
+        return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
+
+    def _count(self, chunk: bytes) -> bytes:
+        self._total += len(chunk)
+        if self._total > self._limit:
+            raise UpstreamError(f"{self._url}: body is over the {self._limit}-byte limit; stopped reading")
+        return chunk
+
+
 class UpstreamClient:
     """Talks to one upstream index (`base_url` is the host root: pages at /simple/, XML-RPC at /pypi)."""
 
@@ -209,28 +235,34 @@ class UpstreamClient:
             f"{url}: serial {serial} is still older than {min_serial} after {STALE_PAGE_ATTEMPTS} attempts"
         )
 
-    def list_projects(self) -> dict[str, int | None]:
-        """Every project of the root listing: normalized name -> its last serial (None from an HTML listing)."""
-        fetched = self._fetch(
-            "GET", self.simple_url, {"Accept": PAGE_ACCEPT}, accepted=frozenset({200}), limit=self.max_listing_size
-        )
-        try:
-            if _media_type(fetched.content_type) == JSON_PAGE_TYPE:
-                entries = _listing_from_json(_load_json(fetched.body, "the root listing"))
+    def list_projects(self) -> ProjectListing:
+        """Every project of the root listing: normalized name -> its last serial (None from an HTML listing).
+
+        The listing is parsed as it streams in and kept compact, so PyPI's ~930,000 projects fit in tens of MB.
+        """
+
+        def read(response: urllib3.BaseHTTPResponse) -> ProjectListing:
+            body = _LimitedBody(response, self.simple_url, self.max_listing_size)
+            content_type = response.headers.get("Content-Type", "")
+            if _media_type(content_type) == JSON_PAGE_TYPE:
+                entries = _listing_from_json(body)
             else:
-                entries = ((name, None) for name in _listing_from_html(_decode(fetched)))
-            projects: dict[str, int | None] = {}
-            for name, serial in entries:
-                try:
-                    normalized = normalize_project_name(name)
-                except InvalidInput as error:
-                    LOG.warning("%s: skipping listed project: %s", self.simple_url, error)
-                    continue
-                known = projects.get(normalized)
-                projects[normalized] = serial if known is None or (serial is not None and serial > known) else known
+                entries = ((name, None) for name in _listing_from_html(body, _charset(content_type)))
+            return ProjectListing(self._normalized(entries))
+
+        try:
+            return self._read_retrying(
+                "GET", self.simple_url, {"Accept": PAGE_ACCEPT}, accepted=frozenset({200}), read=read
+            )
         except InvalidInput as error:
             raise UpstreamError(f"{self.simple_url}: {error}") from None
-        return projects
+
+    def _normalized(self, entries: Iterable[tuple[str, int | None]]) -> Iterator[tuple[str, int | None]]:
+        for name, serial in entries:
+            try:
+                yield normalize_project_name(name), serial
+            except InvalidInput as error:
+                LOG.warning("%s: skipping listed project: %s", self.simple_url, error)
 
     def changelog_since(self, serial: int) -> list[tuple[str, int]] | None:
         """(project name, serial) of every change after `serial`, oldest first; None without XML-RPC upstream."""
@@ -318,39 +350,35 @@ class UpstreamClient:
         self, method: str, url: str, headers: dict[str, str], *, accepted: frozenset[int], limit: int,
         body: bytes | None = None,
     ) -> _Fetched:
-        """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError); a transfer
-        broken mid-body is tried again, `retries` times."""
+        """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError)."""
+
+        def read(response: urllib3.BaseHTTPResponse) -> _Fetched:
+            content = _LimitedBody(response, url, limit).read() if response.status == 200 else b""
+            return _Fetched(
+                response.status, _final_url(url, response), content, response.headers.get("Content-Type", ""),
+                response.headers.get("ETag"), _header_serial(url, response.headers.get(SERIAL_HEADER)),
+            )
+
+        return self._read_retrying(method, url, headers, accepted=accepted, read=read, body=body)
+
+    def _read_retrying(
+        self, method: str, url: str, headers: dict[str, str], *, accepted: frozenset[int],
+        read: Callable[[urllib3.BaseHTTPResponse], _T], body: bytes | None = None,
+    ) -> _T:
+        """`read(response)` of a response with a status in `accepted` (else UpstreamError); a transfer broken
+        mid-body is tried again from the start, `retries` times."""
         attempt = 0
         while True:
             with self._response(method, url, headers, body=body) as response:
                 if response.status not in accepted:
                     raise UpstreamError(f"{url}: HTTP {response.status}{self._after_retries(response.status)}")
                 try:
-                    content = self._read_limited(response, url, limit) if response.status == 200 else b""
+                    return read(response)
                 except HTTPError as error:
                     if attempt >= self.retries:
                         raise UpstreamError(f"{url}: transfer failed {attempt + 1} times: {error}") from None
-                else:
-                    return _Fetched(
-                        response.status, _final_url(url, response), content,
-                        response.headers.get("Content-Type", ""), response.headers.get("ETag"),
-                        _header_serial(url, response.headers.get(SERIAL_HEADER)),
-                    )
             self._pause(attempt)
             attempt += 1
-
-    @staticmethod
-    def _read_limited(response: urllib3.BaseHTTPResponse, url: str, limit: int) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise UpstreamError(f"{url}: body of {declared} bytes is over the {limit}-byte limit; not read")
-        chunks, total = [], 0
-        while chunk := response.read(READ_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise UpstreamError(f"{url}: body is over the {limit}-byte limit; stopped reading")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     # ---------------------------------------------------------------------------------------------- pages
     def _parse_project(self, fetched: _Fetched, normalized: str) -> ProjectPage:
@@ -692,22 +720,73 @@ def _versions_of(files: Iterable[DistFile]) -> tuple[str, ...]:
     return tuple(str(version) for version in sorted(found))
 
 
-def _listing_from_json(document: object) -> Iterator[tuple[str, int | None]]:
+def _listing_from_json(body: _LimitedBody) -> Iterator[tuple[str, int | None]]:
+    """(name, serial) of each entry of a PEP 691 root listing, parsed as the bytes arrive."""
     where = "root listing"
-    listing: dict[str, Any] = _expect(document, dict, where, "the page")
-    _check_api_version(_expect(listing.get("meta"), dict, where, "meta").get("api-version"), where)
-    for item in _expect(listing.get("projects"), list, where, "projects"):
-        entry: dict[str, Any] = _expect(item, dict, where, "a project entry")
-        yield _expect(entry.get("name"), str, where, "name"), _serial(where, entry.get("_last-serial"))
+    api_version: object = None
+    found: set[str] = set()
+    entry: dict[str, object] = {}
+    try:
+        for prefix, event, value in ijson.parse(body, buf_size=READ_CHUNK):
+            if prefix == "projects.item":
+                if event == "start_map":
+                    entry = {}
+                elif event == "end_map":
+                    name = _expect(entry.get("name"), str, where, "name")
+                    yield name, _serial(where, entry.get("_last-serial"))
+                elif event != "map_key":
+                    _expect(value, dict, where, "a project entry")
+            elif event in _INNER_EVENTS:  # inside a value that already began: seen at its start
+                continue
+            elif prefix in _LISTING_ENTRY_FIELDS:
+                entry[prefix[_ENTRY_FIELD_START:]] = _json_scalar(event, value)
+            elif prefix in _LISTING_CONTAINERS:
+                found.add(prefix)
+                _expect(_json_scalar(event, value), _LISTING_CONTAINERS[prefix], where, prefix or "the page")
+            elif prefix == "meta.api-version":
+                api_version = _json_scalar(event, value)
+    except ijson.JSONError as error:
+        raise InvalidInput(f"{where}: not valid JSON ({error})") from None
+    for prefix in ("meta", "projects"):
+        if prefix not in found:
+            _expect(None, _LISTING_CONTAINERS[prefix], where, prefix)
+    _check_api_version(api_version, where)
 
 
-def _listing_from_html(text: str) -> list[str]:
+_LISTING_ENTRY_FIELDS = frozenset({"projects.item.name", "projects.item._last-serial"})
+_ENTRY_FIELD_START = len("projects.item.")
+_LISTING_CONTAINERS: dict[str, type] = {"": dict, "meta": dict, "projects": list}  # prefix → the JSON type it must be
+_CONTAINER_STARTS = {"start_map": dict, "start_array": list}
+_INNER_EVENTS = frozenset({"map_key", "end_map", "end_array"})
+
+
+def _json_scalar(event: str, value: object) -> object:
+    """A value as json.loads would give it for type checks: a container start stands for an empty container."""
+    if event in _CONTAINER_STARTS:
+        return _CONTAINER_STARTS[event]()
+    return value
+
+
+def _listing_from_html(body: _LimitedBody, charset: str) -> Iterator[str]:
+    """The link labels of a PEP 503 root listing, parsed as the bytes arrive."""
     parser = _LinkParser()
-    parser.feed(text)
+    try:
+        decoder = codecs.getincrementaldecoder(charset)()
+    except LookupError as error:
+        raise InvalidInput(f"cannot decode the root listing as {charset!r}: {error}") from None
+    while True:
+        chunk = body.read(READ_CHUNK)
+        try:
+            parser.feed(decoder.decode(chunk, final=not chunk))
+        except UnicodeDecodeError as error:
+            raise InvalidInput(f"cannot decode the root listing as {charset!r}: {error}") from None
+        yield from (label for _, label in parser.links)
+        parser.links.clear()
+        if not chunk:
+            break
     parser.close()
     if not parser.complete:
         raise InvalidInput("root listing: the HTML ends before </body> or </html> (truncated?)")
-    return [label for _, label in parser.links]
 
 
 def _load_json(body: bytes, what: str) -> object:
@@ -718,15 +797,20 @@ def _load_json(body: bytes, what: str) -> object:
 
 
 def _decode(fetched: _Fetched) -> str:
-    charset = "utf-8"
-    for param in fetched.content_type.split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            charset = value.strip().strip('"') or charset
+    charset = _charset(fetched.content_type)
     try:
         return fetched.body.decode(charset)
     except (LookupError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{fetched.url}: cannot decode the page as {charset!r}: {error}") from None
+
+
+def _charset(content_type: str) -> str:
+    """The charset a Content-Type names; UTF-8 when it names none."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
 
 
 def _media_type(content_type: str) -> str:

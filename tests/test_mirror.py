@@ -6,20 +6,24 @@ import hashlib
 import io
 import json
 import threading
+import tracemalloc
+import zipfile
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
 
+from sync import mirror as mirror_module
 from sync import render
 from sync.config import MirrorConfig
 from sync.lease import LeaseHeld, acquire
-from sync.mirror import Mirror, Outcome, RunResult
+from sync.mirror import METADATA_MAX_BYTES, Mirror, Outcome, ProjectResult, RunResult, wheel_metadata
 from sync.progress import Reporter
 from sync.state import STATE_KEY, load_state
-from sync.storage import Storage, open_storage
+from sync.storage import BINARY, FILE_CACHE_CONTROL, Storage, open_storage
 from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
+from tests.upstream.corpus import installable_wheel
 from tests.upstream.server import Fault
 
 WRITE_VERBS = ("put_file", "put_bytes", "delete")
@@ -58,6 +62,13 @@ def destination(request, tmp_path):
     return SimpleNamespace(dest=s3.dest, endpoint_url=s3.endpoint_url, kind="s3", s3=s3)
 
 
+@dataclass
+class HarnessRun(RunResult):
+    """A run's result with every project's result, as `on_result` received them."""
+
+    projects: list[ProjectResult]
+
+
 class Harness:
     """A Mirror wired to the local upstream and a destination, re-creatable with other settings."""
 
@@ -72,15 +83,17 @@ class Harness:
     def config(self) -> MirrorConfig:
         return MirrorConfig(dest=self.destination.dest, upstream=self.upstream.url, workers=4, **self.settings)
 
-    def run(self) -> RunResult:
+    def run(self) -> HarnessRun:
         config = self.config()
         self.client = UpstreamClient(config.upstream, max_connections=config.workers, retries=2, backoff=0.01,
                                      file_hosts=config.allowed_file_hosts)
         mirror = Mirror(config, self.client, self.storage, Reporter(self.events, json_lines=True))
+        results: list[ProjectResult] = []
         try:
-            return mirror.run(owner="test")
+            run = mirror.run(owner="test", on_result=results.append)
         finally:
             mirror.close()
+        return HarnessRun(run.failed, run.root_written, run.summary, results)
 
     def page(self, name: str):
         found = self.storage.inner.get_bytes(f"simple/{name}/index.v1_json")
@@ -332,3 +345,196 @@ def test_interrupted_run_resumes_without_downloading_verified_files_again(upstre
     assert upstream.count("/packages/") == 1  # only the new file
     mirror.sound()
     assert load_state(mirror.storage.inner).incomplete is False
+
+
+# ------------------------------------------------------------------------------ a wheel's .metadata from the wheel
+def metadata_events(mirror: Harness) -> dict[str, str]:
+    """key → reason of each `.metadata` the mirror fetched from upstream after trying the wheel's own METADATA."""
+    return {event["key"]: event["reason"] for event in mirror.events_named("metadata_from_upstream")}
+
+
+def metadata_key(added) -> str:
+    return added.url_path.lstrip("/") + ".metadata"
+
+
+def zipped(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for path, data in members.items():
+            archive.writestr(path, data)
+    return buffer.getvalue()
+
+
+def test_a_wheels_metadata_comes_out_of_the_wheel_without_an_upstream_request(upstream, fake_index, destination):
+    filename, wheel, metadata = installable_wheel("Wheel_Maker", "2.0")
+    added = fake_index.add_file("Wheel_Maker", filename, wheel, version="2.0", metadata=metadata)
+    mirror = Harness(upstream, destination)
+    result = mirror.run()
+    assert result.failed == []
+    assert upstream.count(added.url_path + ".metadata") == 0
+    assert upstream.count(added.url_path) == 1  # the wheel, once
+    stored = mirror.storage.inner.get_bytes(metadata_key(added))[0]
+    assert stored == metadata
+    assert hashlib.sha256(stored).hexdigest() == added.metadata_sha256
+    assert mirror.page("wheel-maker").files[0].metadata_sha256 == added.metadata_sha256
+    (synced,) = [p for p in result.projects if p.name == "wheel-maker"]
+    assert (synced.files_stored, synced.bytes_stored) == (2, len(wheel) + len(metadata))  # the metadata counts
+    assert metadata_key(added) not in metadata_events(mirror)
+    if destination.kind == "s3":
+        s3 = destination.s3
+        head = s3.client.head_object(Bucket=s3.bucket, Key=s3.object_key(metadata_key(added)))
+        assert (head["ContentType"], head["CacheControl"]) == (BINARY, FILE_CACHE_CONTROL)
+    mirror.sound()
+
+
+def test_a_wheel_whose_metadata_is_not_the_declared_one_gets_it_from_upstream(upstream, fake_index, destination):
+    filename, wheel, _ = installable_wheel("Wheel_Maker", "2.0")
+    declared = b"Metadata-Version: 2.1\nName: Wheel_Maker\nVersion: 2.0\nSummary: not what the wheel holds\n"
+    added = fake_index.add_file("Wheel_Maker", filename, wheel, version="2.0", metadata=declared)
+    mirror = Harness(upstream, destination)
+    assert mirror.run().failed == []
+    assert upstream.count(added.url_path + ".metadata") == 1
+    assert mirror.storage.inner.get_bytes(metadata_key(added))[0] == declared
+    assert "does not hash to the declared sha256" in metadata_events(mirror)[metadata_key(added)]
+    mirror.sound()
+
+
+def test_a_wheel_that_is_not_a_zip_gets_its_metadata_from_upstream(upstream, fake_index, destination):
+    wheel = upstream_files(fake_index, "Foo_Bar")["foo_bar-1.0-py3-none-any.whl"]  # the sample's: plain text
+    assert wheel.metadata is not None
+    mirror = Harness(upstream, destination)
+    assert mirror.run().failed == []
+    assert upstream.count(wheel.url_path + ".metadata") == 1
+    assert mirror.storage.inner.get_bytes(metadata_key(wheel))[0] == wheel.metadata
+    assert "BadZipFile" in metadata_events(mirror)[metadata_key(wheel)]
+    assert not any(event["level"] == "warning" for event in mirror.events_named("metadata_from_upstream"))
+    mirror.sound()
+
+
+def test_a_zip_bomb_metadata_is_not_decompressed_but_fetched_from_upstream(upstream, fake_index, destination):
+    # Upstream declares exactly what the wheel holds: only the size limit keeps the mirror from decompressing it.
+    header = b"Metadata-Version: 2.1\nName: Bomb\nVersion: 1.0\nDescription: "
+    metadata = header + b"A" * (METADATA_MAX_BYTES + 1 - len(header))
+    wheel = zipped({"bomb-1.0.dist-info/METADATA": metadata}, zipfile.ZIP_DEFLATED)
+    assert len(wheel) < 100_000
+    added = fake_index.add_file("Bomb", "bomb-1.0-py3-none-any.whl", wheel, version="1.0", metadata=metadata)
+    mirror = Harness(upstream, destination)
+    assert mirror.run().failed == []
+    assert upstream.count(added.url_path + ".metadata") == 1
+    stored = mirror.storage.inner.get_bytes(metadata_key(added))[0]
+    assert hashlib.sha256(stored).hexdigest() == added.metadata_sha256
+    assert "over the limit" in metadata_events(mirror)[metadata_key(added)]
+    mirror.sound()
+
+
+def test_a_resumed_run_keeps_what_is_stored_and_takes_metadata_out_of_wheels_it_downloads(
+    upstream, fake_index, tmp_path
+):
+    wheels = {}
+    for version in ("2.0", "2.1", "2.2"):
+        filename, wheel, metadata = installable_wheel("Wheel_Maker", version)
+        wheels[version] = fake_index.add_file("Wheel_Maker", filename, wheel, version=version, metadata=metadata)
+    mirror = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None))
+    assert mirror.run().failed == []
+    # What a run killed while storing the project's files leaves: 2.0 without its metadata, 2.1 with only its
+    # metadata, 2.2 with neither; no pages.
+    storage = mirror.storage.inner
+    for key in ("simple/wheel-maker/index.v1_json", "simple/wheel-maker/index.html", metadata_key(wheels["2.0"]),
+                wheels["2.1"].url_path.lstrip("/"), wheels["2.2"].url_path.lstrip("/"), metadata_key(wheels["2.2"])):
+        storage.delete(key)
+    kept = storage.head(metadata_key(wheels["2.1"]))
+    state = load_state(storage)
+    state.incomplete = True
+    state.projects.pop("wheel-maker")
+    storage.put_bytes(STATE_KEY, state.to_json(), content_type="application/json", cache_control="no-store")
+    sdist = fake_index.add_file("Wheel_Maker", "wheel_maker-2.3.tar.gz", b"sdist", version="2.3")  # a change to sync
+    upstream.reset_log()
+    assert mirror.run().failed == []
+    assert sorted(r.path for r in upstream.requests if r.path.startswith("/packages/")) == sorted(
+        [wheels["2.0"].url_path + ".metadata", wheels["2.1"].url_path, wheels["2.2"].url_path, sdist.url_path]
+    )
+    assert storage.head(metadata_key(wheels["2.1"])) == kept  # not written again
+    assert storage.get_bytes(metadata_key(wheels["2.2"]))[0] == wheels["2.2"].metadata
+    mirror.sound()
+
+
+def bomb(declared_size: int | None = None) -> io.BytesIO:
+    """A wheel whose METADATA inflates to 128 MiB; `declared_size` makes its central directory claim that size."""
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("bomb-1.0.dist-info/METADATA", "w") as member,
+    ):
+        for _ in range(128):
+            member.write(bytes(2**20))
+    data = bytearray(buffer.getvalue())
+    if declared_size is not None:
+        central = data.rindex(b"PK\x01\x02")  # the only entry's central directory record: size at offset 24
+        data[central + 24 : central + 28] = declared_size.to_bytes(4, "little")
+    return io.BytesIO(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("wheel", "message"),
+    [
+        (bomb, "over the limit"),
+        (lambda: bomb(declared_size=2**16), "CRC"),  # lies about its size: read no further than the lie
+    ],
+    ids=["declared", "lying"],
+)
+def test_reading_a_zip_bomb_metadata_stays_within_memory(wheel, message):
+    archive = wheel()
+    tracemalloc.start()
+    try:
+        with pytest.raises((ValueError, zipfile.BadZipFile), match=message):
+            wheel_metadata(archive, limit=2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"a-1.dist-info/METADATA": b"one", "b-1.dist-info/METADATA": b"two"}, "2 top-level"),
+        ({"a/vendored-1.dist-info/METADATA": b"nested"}, "0 top-level"),
+        ({f"a/{n}.py": b"" for n in range(5)} | {"a-1.dist-info/METADATA": b"many entries"}, "6 entries"),
+        ({"a/" + "x" * 400 + ".py": b"", "a-1.dist-info/METADATA": b"long names"}, "over the limit"),
+    ],
+    ids=["two", "nested only", "too many entries", "directory too big"],
+)
+def test_a_wheel_needs_exactly_one_top_level_metadata_and_a_small_directory(members, message, monkeypatch):
+    monkeypatch.setattr(mirror_module, "WHEEL_MAX_ENTRIES", 5)
+    monkeypatch.setattr(mirror_module, "WHEEL_MAX_DIRECTORY_BYTES", 400)
+    with pytest.raises(ValueError, match=message):
+        wheel_metadata(io.BytesIO(zipped(members)))
+    assert wheel_metadata(io.BytesIO(zipped({"a-1.dist-info/METADATA": b"one", "a/x.py": b""}))) == b"one"
+
+
+def test_a_big_plan_is_fed_to_the_workers_a_few_projects_at_a_time(upstream, tmp_path, monkeypatch):
+    """A plan of PyPI's size must not become a future per project: at most two queued per worker at any time."""
+    harness = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None))
+    config = harness.config()
+    mirror = Mirror(config, UpstreamClient(config.upstream), harness.storage, Reporter(io.StringIO()))
+    handed_out, in_flight, most_ahead = [0], [0], [0]
+    lock = threading.Lock()
+
+    def names():
+        for index in range(500):
+            with lock:
+                handed_out[0] += 1
+                most_ahead[0] = max(most_ahead[0], handed_out[0] - in_flight[0])
+            yield f"project-{index}", None
+
+    def finished(name, **_):
+        with lock:
+            in_flight[0] += 1
+        return mirror_module.ProjectResult(name, Outcome.UNCHANGED)
+
+    plan = SimpleNamespace(projects=SimpleNamespace(items=names))  # a Mapping only as far as _sync_all reads it
+    monkeypatch.setattr(mirror, "sync_project", finished)
+    results = list(mirror._sync_all(plan, mirror_module.MirrorState(), resumed=False))
+    mirror.close()
+    assert len(results) == 500
+    assert most_ahead[0] <= 2 * config.workers + 1

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 from packaging.utils import canonicalize_name
 
+from sync import render
 from sync.models import DistFile, InvalidInput, ProjectPage
-from sync.render import parse_published_json, project_html, project_json, root_html, root_json
+from sync.render import parse_published_json, project_html, project_json
 from sync.upstream import http_locator, parse_html_page
 
 SHA_A = "a" * 64
@@ -187,6 +188,14 @@ def test_parse_published_json_is_strict(body, message):
         parse_published_json(body)
 
 
+def root_html(projects) -> bytes:
+    return b"".join(render.root_html(projects))
+
+
+def root_json(projects, last_serial) -> bytes:
+    return b"".join(render.root_json(projects, last_serial))
+
+
 def test_root_pages_list_normalized_links_in_the_given_order():
     projects = [("zope.Hookable", 7), ("Foo_Bar", None), ("tiny", 3)]
     assert root_html(projects).decode() == (
@@ -213,11 +222,11 @@ def test_root_links_are_normalized_as_packaging_does():
     assert hrefs == [canonicalize_name(name) for name in names]
 
 
-@pytest.mark.parametrize("render", [root_html, lambda projects: root_json(projects, 1)], ids=["html", "json"])
+@pytest.mark.parametrize("page", [root_html, lambda projects: root_json(projects, 1)], ids=["html", "json"])
 @pytest.mark.parametrize("bad", ['evil"><script>', "two\nlines", "-leading", "a" * 201, ""])
-def test_root_pages_refuse_invalid_names(render, bad):
+def test_root_pages_refuse_invalid_names(page, bad):
     with pytest.raises(InvalidInput, match="invalid project name"):
-        render([("ok", 1), (bad, 2)])
+        page([("ok", 1), (bad, 2)])
 
 
 def test_root_pages_for_200k_projects_render_fast():

@@ -186,6 +186,45 @@ def test_put_file_mismatch_keeps_the_previous_object(storage):
     assert storage.get_bytes("f")[0] == b"good"
 
 
+@pytest.mark.parametrize("size", [1000, storage_module.SPOOL_IN_MEMORY + 1000], ids=["small", "spilled"])
+def test_put_file_lets_inspect_read_the_verified_local_copy_before_it_is_visible(storage, size):
+    data = hashlib.sha256(b"seed").digest() * (size // 32)
+    seen = []
+
+    def inspect(local):
+        assert storage.head("packages/f.whl") is None  # not visible yet
+        seen.append(local.read())
+        local.seek(len(data) - 32)  # seekable, as zipfile needs
+        seen.append(local.read())
+
+    stored = storage.put_file("packages/f.whl", io.BytesIO(data), sha256=sha(data), size=len(data),
+                              content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=inspect)
+    assert stored == len(data)
+    assert seen == [data, data[-32:]]
+    assert storage.get_bytes("packages/f.whl")[0] == data  # whatever inspect read, the whole file is stored
+
+
+def test_put_file_does_not_inspect_what_fails_verification(storage):
+    seen = []
+    with pytest.raises(ChecksumMismatch):
+        storage.put_file("packages/f.whl", io.BytesIO(b"evil"), sha256=sha(b"good"), size=4,
+                         content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=seen.append)
+    assert seen == []
+
+
+def test_an_inspect_error_aborts_the_put(storage):
+    def inspect(local):
+        raise RuntimeError("cannot read this")
+
+    with pytest.raises(RuntimeError, match="cannot read this"):
+        storage.put_file("packages/f.whl", io.BytesIO(b"data"), sha256=sha(b"data"), size=4,
+                         content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=inspect)
+    assert storage.head("packages/f.whl") is None
+    assert list(storage.list("")) == []
+    if isinstance(storage, FolderStorage):
+        assert [path for path in storage.root.rglob("*") if path.is_file()] == []  # no temp file left behind
+
+
 def test_put_bytes_if_none_match_creates_only_once(storage):
     etag = put_small(storage, "s/lease", b"first", if_none_match=True)
     with pytest.raises(PreconditionFailed, match="s/lease"):

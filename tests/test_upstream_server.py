@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import re
 import socket
 import time
 import xmlrpc.client
+import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -575,6 +577,15 @@ def test_corpus_is_deterministic_and_realistic():
     assert any(f.filename.endswith("-py3-none-any.whl") for f in files)
     assert any(f.metadata for f in files)
     assert any(f.requires_python for f in files)
+    wheels = [f for f in files if f.filename.endswith(".whl")]
+    assert any(f.metadata for f in wheels)
+    for wheel in wheels:  # real zips whose METADATA is what the index serves as `.metadata`, if it serves it
+        dist, version = wheel.filename.split("-")[:2]
+        with zipfile.ZipFile(io.BytesIO(wheel.content)) as archive:
+            assert archive.testzip() is None
+            metadata = archive.read(f"{dist}-{version}.dist-info/METADATA")
+        assert metadata == (wheel.metadata or metadata)
+        assert metadata.startswith(b"Metadata-Version: 2.1\nName: ")
 
 
 def test_corpus_with_fixed_counts_and_no_extras():

@@ -1,16 +1,20 @@
 """Deterministic corpora for the fake index: realistic names, versions, wheels and sdists, with cheap bytes.
 
 File bodies are a per-file header followed by one seeded 1 MiB random block repeated, so every file has its own
-sha256 while a hundred megabytes cost only memory copies and hashing.
+sha256 while a hundred megabytes cost only memory copies and hashing. Wheels are real zips of that size: their
+`<dist>-<version>.dist-info/METADATA` is the core metadata the index serves as `.metadata` (PEP 658), and a stored
+(uncompressed) payload member pads them to size.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -54,6 +58,7 @@ PLATFORM_TAGS = (
     "cp312-cp312-macosx_11_0_arm64",
     "cp311-cp311-musllinux_1_1_aarch64",
 )
+ZIP_TIME = (2024, 1, 2, 3, 4, 6)  # every member's timestamp: the same arguments give the same bytes
 REQUIRES_PYTHON = (">=3.8", ">=3.9", ">=3.7, <4", "!=3.0.*,!=3.1.*,>=2.7")
 YANK_REASONS: tuple[str | bool, ...] = ("broken build <see #12>", 'wrong "license" & metadata', True)
 
@@ -98,9 +103,14 @@ def build_corpus(
     for position, (name, filename, version) in enumerate(planned):
         size = large_size if position in large else int(math.exp(rng.uniform(*map(math.log, SMALL_SIZES))))
         requires_python = rng.choice(REQUIRES_PYTHON) if rng.random() < 0.4 else None
-        metadata = _metadata(name, version, requires_python) if rng.random() < metadata_ratio else None
+        core_metadata = _metadata(name, version, requires_python)
+        metadata = core_metadata if rng.random() < metadata_ratio else None
         yanked = rng.choice(YANK_REASONS) if rng.random() < yank_ratio else False
-        content = _content(block, f"{seed}/{name}/{filename}\n".encode(), size)
+        header = f"{seed}/{name}/{filename}\n".encode()
+        if filename.endswith(".whl"):  # a wheel holds its METADATA whether or not upstream serves it apart
+            content = sized_wheel(filename, core_metadata, size, functools.partial(_content, block, header))
+        else:
+            content = _content(block, header, size)
         index.add_file(
             name, filename, content, version=version, requires_python=requires_python, metadata=metadata, yanked=yanked
         )
@@ -187,6 +197,29 @@ def _content(block: bytes, header: bytes, size: int) -> bytes:
     """`size` bytes (at least the header): `header` then `block` repeated, cut to fit."""
     repeats, rest = divmod(max(size - len(header), 0), len(block))
     return b"".join([header, *([block] * repeats), block[:rest]])  # one copy, however large
+
+
+def sized_wheel(filename: str, metadata: bytes, size: int, payload: Callable[[int], bytes]) -> bytes:
+    """A wheel zip named `filename` holding `metadata` as its METADATA, padded to `size` bytes (or the least a wheel
+    takes) by a stored member of `payload(length)` bytes: big payloads are copied once, never compressed."""
+    empty = _wheel_zip(filename, metadata, b"")
+    return _wheel_zip(filename, metadata, payload(max(size - len(empty), 0)))
+
+
+def _wheel_zip(filename: str, metadata: bytes, payload: bytes) -> bytes:
+    dist, version = filename.split("-")[:2]
+    info = f"{dist}-{version}.dist-info"
+    members = {
+        f"{info}/METADATA": metadata,
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/payload.bin": payload,
+    }
+    record = "".join(f"{path},,\n" for path in members) + f"{info}/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # ZIP_STORED: sizes are exact and nothing is compressed
+        for path, data in {**members, f"{info}/RECORD": record.encode()}.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=ZIP_TIME), data)
+    return buffer.getvalue()
 
 
 def installable_wheel(name: str, version: str) -> tuple[str, bytes, bytes]:

@@ -1,0 +1,168 @@
+"""Compact, sorted maps keyed by normalized project name, for PyPI-sized listings, plans and mirror state.
+
+A dict of PyPI's ~930,000 projects costs over 100 MB. `SortedTable` holds them as one sorted byte string of
+`key<TAB>value<LF>` lines plus an array of line offsets: about 35 bytes a project for a name and a serial. It is built
+by sorting runs of at most RUN_ENTRIES lines and merging them, so building never holds more than one run as Python
+objects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping
+from itertools import chain, islice
+
+RUN_ENTRIES = 65_536
+_FIELD = b"\t"
+_LINE = b"\n"
+_KEY_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but the space: all of them sort after the field separator
+
+
+class SortedTable:
+    """Byte keys → byte values, sorted by key. Keys are printable ASCII without spaces; values hold no newline.
+
+    `combine(a, b)` makes one value of two given for the same key, in no particular order; by default a key given
+    twice is a ValueError.
+    """
+
+    def __init__(
+        self, entries: Iterable[tuple[bytes, bytes]] = (), combine: Callable[[bytes, bytes], bytes] | None = None
+    ):
+        runs: list[bytes] = []
+        run: list[bytes] = []
+        for key, value in entries:
+            run.append(_line(key, value))
+            if len(run) >= RUN_ENTRIES:
+                runs.append(b"".join(sorted(run)))
+                run.clear()
+        runs.append(b"".join(sorted(run)))
+        del run
+        # Sized up front and cut to length at the end: growing it would copy it, twice its size at a time.
+        blob = bytearray(sum(map(len, runs)))
+        offsets = array("Q")
+        end, previous = 0, b""
+        for line in heapq.merge(*(io.BytesIO(r) for r in runs)):
+            key, _, value = line[:-1].partition(_FIELD)
+            if key == previous:
+                if combine is None:
+                    raise ValueError(f"{key.decode()!r} is given twice")
+                end = offsets.pop()
+                value = combine(self._value_at(blob, end), value)
+            entry = key + _FIELD + value + _LINE
+            offsets.append(end)
+            blob[end : end + len(entry)] = entry
+            end += len(entry)
+            previous = key
+        del blob[end:]
+        self._blob = blob
+        self._offsets = offsets
+
+    @classmethod
+    def from_sorted(cls, entries: Iterable[tuple[bytes, bytes]]) -> SortedTable:
+        """A table of entries already in strictly ascending key order (ValueError otherwise), built without sorting:
+        the only copy held is the table itself."""
+        table = cls()
+        blob, offsets, previous = table._blob, table._offsets, b""
+        for key, value in entries:
+            if key <= previous:
+                raise ValueError(f"{key.decode(errors='replace')!r} is out of order or given twice")
+            offsets.append(len(blob))
+            blob += _line(key, value)
+            previous = key
+        return table
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def get(self, key: bytes) -> bytes | None:
+        index = bisect_left(self._offsets, key, key=self._key_at)
+        if index < len(self._offsets) and self._key_at(self._offsets[index]) == key:
+            return self._value_at(self._blob, self._offsets[index])
+        return None
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order."""
+        blob = self._blob
+        ends = chain(islice(self._offsets, 1, None), (len(blob),))
+        for start, end in zip(self._offsets, ends, strict=False):  # `ends` is one longer for an empty table
+            key, _, value = blob[start : end - 1].partition(_FIELD)
+            yield bytes(key), bytes(value)
+
+    def _key_at(self, offset: int) -> bytearray:
+        return self._blob[offset : self._blob.index(_FIELD, offset)]
+
+    @staticmethod
+    def _value_at(blob: bytearray, offset: int) -> bytes:
+        return bytes(blob[blob.index(_FIELD, offset) + 1 : blob.index(_LINE, offset)])
+
+
+class ProjectListing(Mapping[str, int | None]):
+    """Normalized name → serial (None when unknown), sorted by name; a name given twice keeps its higher serial."""
+
+    def __init__(self, pairs: Iterable[tuple[str, int | None]] = ()):
+        self._table = SortedTable(((encode_name(n), _serial_field(s)) for n, s in pairs), combine=_higher_serial)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __getitem__(self, name: str) -> int | None:
+        found = self._table.get(name.encode("ascii")) if name.isascii() else None
+        if found is None:
+            raise KeyError(name)
+        return _serial_of(found)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.isascii() and self._table.get(name.encode("ascii")) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for key, _ in self._table:
+            yield key.decode("ascii")
+
+    def items(self) -> ItemsView[str, int | None]:
+        return _ListingItems(self)
+
+    def lines(self) -> Iterator[tuple[str, int | None]]:
+        """(name, serial) in name order."""
+        for key, value in self._table:
+            yield key.decode("ascii"), _serial_of(value)
+
+
+class _ListingItems(ItemsView[str, int | None]):
+    """Items read in one pass over the table, not looked up one name at a time."""
+
+    _mapping: ProjectListing
+
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        return self._mapping.lines()
+
+
+def encode_name(name: str) -> bytes:
+    """A normalized project name as a table key; ValueError for a string no table can hold as a key."""
+    key = name.encode("ascii", errors="replace")
+    # Lines sort as their keys only if no key byte sorts below the field separator: printable ASCII does not.
+    if not key or key.translate(None, _KEY_BYTES) or not name.isascii():
+        raise ValueError(f"{name[:80]!r} is not a normalized project name")
+    return key
+
+
+def _line(key: bytes, value: bytes) -> bytes:
+    if not key or key.translate(None, _KEY_BYTES):
+        raise ValueError(f"{key[:80].decode(errors='replace')!r} is not a normalized project name")
+    if _LINE in value:
+        raise ValueError(f"value {value[:80]!r} of {key.decode()!r} holds a newline")
+    return key + _FIELD + value + _LINE
+
+
+def _serial_field(serial: int | None) -> bytes:
+    return b"" if serial is None else b"%d" % serial
+
+
+def _serial_of(field: bytes) -> int | None:
+    return int(field) if field else None
+
+
+def _higher_serial(first: bytes, second: bytes) -> bytes:
+    return max(first, second, key=lambda field: -1 if not field else int(field))
