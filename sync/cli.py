@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     mirror.add_argument("--python-tag", action="append", dest="python_tags", metavar="PATTERN",
                         help="keep only wheels whose Python tag matches (fnmatch, e.g. 'cp313', 'py3')")
     mirror.add_argument("--max-file-size", type=int, metavar="BYTES", help="skip files larger than this")
-    mirror.add_argument("--workers", type=int, metavar="N", help="concurrent requests to upstream (default 10)")
+    mirror.add_argument("--workers", type=int, metavar="N",
+                        help="concurrent requests to each upstream host (default 10)")
     mirror.add_argument("--contact", help="contact (e-mail or URL) sent in the User-Agent, as PyPI asks")
     mirror.add_argument("--file-host", action="append", dest="file_hosts", metavar="HOST",
                         help="another host that file URLs may point at")

@@ -497,8 +497,6 @@ class Mirror:
             yield from (future.result() for future in as_completed(running))
 
 
-
-
 def record_result(state: MirrorState, result: ProjectResult) -> bool:
     """Note a project's result in `state`; returns whether the set of mirrored projects changed."""
     held = result.name in state.projects
