@@ -42,7 +42,7 @@ class SortedTable:
         del run
         # Sized up front and cut to length at the end: growing it would copy it, twice its size at a time.
         blob = bytearray(sum(map(len, runs)))
-        offsets = array("Q")
+        offsets = array("I")  # 4 bytes a line: a table's byte string stays under 4 GiB (~80 million projects)
         end, previous = 0, b""
         for line in heapq.merge(*(io.BytesIO(r) for r in runs)):
             key, _, value = line[:-1].partition(_FIELD)
@@ -63,22 +63,32 @@ class SortedTable:
     @classmethod
     def from_sorted(cls, entries: Iterable[tuple[bytes, bytes]]) -> SortedTable:
         """A table of entries already in strictly ascending key order (ValueError otherwise), built without sorting:
-        the only copy held is the table itself."""
+        the only copy held is the table itself (sized exactly when `entries` is a list)."""
         table = cls()
-        blob, offsets, previous = table._blob, table._offsets, b""
+        if isinstance(entries, list):
+            table._blob = bytearray(sum(len(key) + len(value) + 2 for key, value in entries))
+        blob, offsets, end, previous = table._blob, table._offsets, 0, b""
         for key, value in entries:
             if key <= previous:
                 raise ValueError(f"{key.decode(errors='replace')!r} is out of order or given twice")
-            offsets.append(len(blob))
-            blob += _line(key, value)
+            line = _line(key, value)
+            offsets.append(end)
+            blob[end : end + len(line)] = line
+            end += len(line)
             previous = key
+        del blob[end:]
         return table
 
     def __len__(self) -> int:
         return len(self._offsets)
 
     def get(self, key: bytes) -> bytes | None:
-        index = bisect_left(self._offsets, key, key=self._key_at)
+        offsets = self._offsets
+        # Outside the key range: no search. Tables made from changes in name order (a first full sync) cover
+        # ranges that do not overlap, so a lookup skips all but one of them.
+        if not offsets or key < self._key_at(offsets[0]) or key > self._key_at(offsets[-1]):
+            return None
+        index = bisect_left(offsets, key, key=self._key_at)
         if index < len(self._offsets) and self._key_at(self._offsets[index]) == key:
             return self._value_at(self._blob, self._offsets[index])
         return None
