@@ -24,8 +24,9 @@ PAGE_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300, stale-if-e
 STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
 
 COPY_CHUNK = 1024 * 1024  # bytes read from a source stream at a time
-SPOOL_IN_MEMORY = 8 * 1024 * 1024  # S3 uploads stay in RAM up to this size, then spill to a temp file
-CHUNKS_IN_MEMORY = 1024 * 1024  # put_chunks' spool (root pages, the state): these are the big ones, and S3 spools again
+# Spools (S3 uploads, root pages, the state) stay in RAM up to this size, then spill to a temp file: with a file
+# thread per upload, 2 x workers of them can be full at once.
+SPOOL_IN_MEMORY = 1024 * 1024
 DEFAULT_S3_CONNECTIONS = 32  # size the pool at least to the number of threads that share one S3Storage
 S3_MAX_ATTEMPTS = 5  # tries in all; "standard" mode retries 5xx, SlowDown, throttling and dropped connections
 
@@ -655,7 +656,7 @@ class _S3Stream(io.RawIOBase):
 def put_chunks(storage: Storage, key: str, chunks: Iterable[bytes], *, content_type: str, cache_control: str) -> int:
     """Store an object written in chunks (a root page, the state) in one write, spooled rather than joined in memory;
     returns its size."""
-    with tempfile.SpooledTemporaryFile(max_size=CHUNKS_IN_MEMORY) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         hasher, size = hashlib.sha256(), 0
         for chunk in chunks:
             hasher.update(chunk)
