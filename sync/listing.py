@@ -1,7 +1,7 @@
 """Compact, sorted maps keyed by normalized project name, for PyPI-sized listings, plans and mirror state.
 
 A dict of PyPI's ~930,000 projects costs over 100 MB. `SortedTable` holds them as one sorted byte string of
-`key<TAB>value<LF>` lines plus an array of line offsets: about 35 bytes a project for a name and a serial. It is built
+`key<TAB>value<LF>` lines plus 4-byte line offsets: about 30 bytes a project for a name and a serial. It is built
 by sorting runs of at most RUN_ENTRIES lines and merging them, so building never holds more than one run as Python
 objects.
 """
