@@ -19,7 +19,7 @@ API_VERSION = "1.1"
 # Without every file's size a page cannot be a valid 1.1 (PEP 700) page: it says 1.0 and omits unknown sizes.
 API_VERSION_WITHOUT_SIZES = "1.0"
 FILE_LINK_PREFIX = "../../"  # from simple/<name>/ to the bucket root, where packages/ lives
-ROOT_BATCH = 16_384  # root entries rendered and encoded at a time, so memory stays near the output size
+ROOT_BATCH = 4_096  # root entries rendered and encoded at a time: a few MB, whatever the number of projects
 # models.PROJECT_NAME (a PEP 508 name of at most MAX_NAME_LENGTH characters), one name per line.
 _NAME = rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 2}}}[A-Za-z0-9])?"
 NAME_LINES = re.compile(rf"(?:{_NAME}\n)*{_NAME}")
