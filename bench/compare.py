@@ -100,7 +100,9 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def run_child(command: Sequence[str], env: dict[str, str], log_path: Path) -> tuple[float, float, float, int]:
+def run_child(
+    command: Sequence[str], env: dict[str, str], log_path: Path, timeout: float = RUN_TIMEOUT
+) -> tuple[float, float, float, int]:
     """Run `command`; returns (wall seconds, CPU seconds, peak RSS MB, exit code) of it and its reaped children."""
     usage_path = log_path.with_suffix(".usage.json")
     with log_path.open("ab") as log:
@@ -113,11 +115,11 @@ def run_child(command: Sequence[str], env: dict[str, str], log_path: Path) -> tu
             start_new_session=True,
         )
         try:
-            wrapper.wait(timeout=RUN_TIMEOUT)
+            wrapper.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(wrapper.pid, signal.SIGKILL)
             wrapper.wait()
-            return RUN_TIMEOUT, 0.0, 0.0, -signal.SIGKILL
+            return timeout, 0.0, 0.0, -signal.SIGKILL
     usage = json.loads(usage_path.read_text())
     return usage["seconds"], usage["cpu"], usage["rss_kb"] / 1024, usage["exit"]
 

@@ -22,7 +22,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from sync.handlers import planner_handler, runtime
-from sync.state import MirrorState, ProjectState, save_state
+from sync.state import MirrorState, ProjectState, ProjectStates, save_state
 from sync.storage import open_storage
 from tests.upstream.index import BULK_DISPLAY, FakeIndex
 from tests.upstream.server import UpstreamServer
@@ -92,7 +92,9 @@ def main() -> None:
     storage = open_storage("s3://bench", endpoint_url=endpoint)
     state = MirrorState(
         serial=mirrored_serial,
-        projects={f"bulk-project-{i:07d}": ProjectState(1000 + i + 1, None) for i in range(args.projects)},
+        projects=ProjectStates(
+            (f"bulk-project-{i:07d}", ProjectState(1000 + i + 1, None)) for i in range(args.projects)
+        ),
     )
     save_state(storage, state)
     state_mb = len(state.to_json()) / 1e6
