@@ -18,6 +18,7 @@ def random_state(rng: random.Random) -> ProjectState:
 
 def test_behaves_like_a_dict_through_many_changes_and_folds(monkeypatch):
     monkeypatch.setattr(state_module, "FOLD_AFTER_CHANGES", 50)  # fold often
+    monkeypatch.setattr(state_module, "MAX_TABLES", 8)  # and merge the tables into one now and then
     rng = random.Random(3)
     initial = {f"p{rng.randrange(3000)}": random_state(rng) for _ in range(1000)}
     table, reference = ProjectStates(initial.items()), dict(initial)
