@@ -202,22 +202,23 @@ def _content(block: bytes, header: bytes, size: int) -> bytes:
 def sized_wheel(filename: str, metadata: bytes, size: int, payload: Callable[[int], bytes]) -> bytes:
     """A wheel zip named `filename` holding `metadata` as its METADATA, padded to `size` bytes (or the least a wheel
     takes) by a stored member of `payload(length)` bytes: big payloads are copied once, never compressed."""
-    empty = _wheel_zip(filename, metadata, b"")
-    return _wheel_zip(filename, metadata, payload(max(size - len(empty), 0)))
-
-
-def _wheel_zip(filename: str, metadata: bytes, payload: bytes) -> bytes:
     dist, version = filename.split("-")[:2]
+    empty = _wheel_zip(dist, version, metadata, {f"{dist}/payload.bin": b""})
+    return _wheel_zip(dist, version, metadata, {f"{dist}/payload.bin": payload(max(size - len(empty), 0))})
+
+
+def _wheel_zip(dist: str, version: str, metadata: bytes, members: dict[str, bytes]) -> bytes:
+    """A pure-Python wheel of `members` plus its dist-info (METADATA, WHEEL, RECORD), stored uncompressed."""
     info = f"{dist}-{version}.dist-info"
-    members = {
+    files = {
+        **members,
         f"{info}/METADATA": metadata,
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/payload.bin": payload,
     }
-    record = "".join(f"{path},,\n" for path in members) + f"{info}/RECORD,,\n"
+    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:  # ZIP_STORED: sizes are exact and nothing is compressed
-        for path, data in {**members, f"{info}/RECORD": record.encode()}.items():
+        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
             archive.writestr(zipfile.ZipInfo(path, date_time=ZIP_TIME), data)
     return buffer.getvalue()
 
@@ -226,16 +227,6 @@ def installable_wheel(name: str, version: str) -> tuple[str, bytes, bytes]:
     """(filename, bytes, core metadata) of a minimal valid pure-Python wheel that pip can download and install."""
     dist = re.sub(r"[-_.]+", "_", name).lower()
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    info = f"{dist}-{version}.dist-info"
-    files = {
-        f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode(),
-        f"{info}/METADATA": metadata,
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path, data in {**files, f"{info}/RECORD": record.encode()}.items():
-            archive.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 2, 3, 4, 6)), data)
-    return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue(), metadata
+    wheel = _wheel_zip(dist, version, metadata, {f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode()})
+    return f"{dist}-{version}-py3-none-any.whl", wheel, metadata
 
