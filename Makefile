@@ -21,6 +21,7 @@ demo: venv
 
 test: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pyright
 	$(PY) -m pytest
 

@@ -62,10 +62,20 @@ def main() -> int:
         moto.start()
         try:
             endpoint = f"http://127.0.0.1:{moto_port}"
-            env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                         aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="big")
+            env = {
+                **os.environ,
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": endpoint,
+            }
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",
+            ).create_bucket(Bucket="big")
             seconds, peak, code = run_child(upstream.url, "s3://big/mirror", env)
             rows.append(("moto S3", seconds, peak, code))
         finally:

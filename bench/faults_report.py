@@ -22,7 +22,10 @@ def collected(module: str) -> int:
     """Test cases pytest collects from tests/<module>.py."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n0", f"tests/{module}.py"],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     )
     return sum(1 for line in result.stdout.splitlines() if "::" in line)
 

@@ -28,8 +28,18 @@ def main() -> None:
     index.add_bulk_names(args.projects)
     with UpstreamServer(index, xmlrpc_enabled=False) as server, tempfile.TemporaryDirectory() as work:
         dest = Path(work) / "mirror"
-        command = [sys.executable, "-m", "sync", "mirror", "--upstream", server.url, "--dest", str(dest),
-                   "--workers", str(args.workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "sync",
+            "mirror",
+            "--upstream",
+            server.url,
+            "--dest",
+            str(dest),
+            "--workers",
+            str(args.workers),
+        ]
         seconds, cpu, peak_mb, code = run_child(command, dict(os.environ), Path(work) / "run.log", timeout=4 * 3600)
         published = sum(1 for _ in (dest / "simple").iterdir()) - 2 if code == 0 else 0  # less the two root pages
     print(f"{'projects':>9} {'exit':>4} {'published':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MB':>11}")

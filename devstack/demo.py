@@ -21,8 +21,13 @@ DEMO_PORT = 8701
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", default=DEFAULT_UPSTREAM, help=f"index to mirror (default {DEFAULT_UPSTREAM})")
     parser.add_argument("--dest", type=Path, default=Path("mirror"), help="folder to mirror into (default ./mirror)")
-    parser.add_argument("--project", action="append", dest="projects", metavar="NAME",
-                        help=f"project to mirror (repeatable; default {' '.join(DEMO_PROJECTS)})")
+    parser.add_argument(
+        "--project",
+        action="append",
+        dest="projects",
+        metavar="NAME",
+        help=f"project to mirror (repeatable; default {' '.join(DEMO_PROJECTS)})",
+    )
     parser.add_argument("--keep-latest", type=int, default=3, metavar="N", help="releases kept per project (default 3)")
     parser.add_argument("--port", type=int, default=DEMO_PORT, help=f"port on 127.0.0.1 (default {DEMO_PORT})")
 
@@ -31,8 +36,11 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None) -> int
     """Mirror, verify, then serve until Ctrl-C (or until `stop` is set)."""
     try:
         config = MirrorConfig(
-            dest=str(args.dest), upstream=args.upstream, projects=tuple(args.projects or DEMO_PROJECTS),
-            keep_latest=args.keep_latest, contact="pypi-cdn demo",
+            dest=str(args.dest),
+            upstream=args.upstream,
+            projects=tuple(args.projects or DEMO_PROJECTS),
+            keep_latest=args.keep_latest,
+            contact="pypi-cdn demo",
         )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -92,14 +92,22 @@ def start_redirector(
         conf = runtime_dir / "nginx.conf"
         conf.write_text(
             render_nginx_conf(
-                settings, http_port=port, https_port=https_port, certificate=certificate,
-                certificate_key=certificate_key, listen_address="127.0.0.1", cdn_url=cdn_url,
-                runtime_dir=str(runtime_dir), **network,
+                settings,
+                http_port=port,
+                https_port=https_port,
+                certificate=certificate,
+                certificate_key=certificate_key,
+                listen_address="127.0.0.1",
+                cdn_url=cdn_url,
+                runtime_dir=str(runtime_dir),
+                **network,
             )
         )
         process = subprocess.Popen(  # noqa: S603 - our nginx config, our runtime folder
             [nginx, "-p", str(runtime_dir), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline and process.poll() is None:

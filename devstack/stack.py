@@ -114,7 +114,9 @@ class LocalStack:
         self.endpoint_url = f"http://127.0.0.1:{moto_port}"
         self._set_env(
             {
-                "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": self.endpoint_url,
             }
         )
@@ -124,19 +126,24 @@ class LocalStack:
         self.queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
         self._set_env(
             {
-                "PYPI_CDN_UPSTREAM": self.upstream, "PYPI_CDN_DEST": f"s3://{BUCKET}",
-                "PYPI_CDN_QUEUE_URL": self.queue_url, "PYPI_CDN_PROJECTS": ",".join(self.projects),
+                "PYPI_CDN_UPSTREAM": self.upstream,
+                "PYPI_CDN_DEST": f"s3://{BUCKET}",
+                "PYPI_CDN_QUEUE_URL": self.queue_url,
+                "PYPI_CDN_PROJECTS": ",".join(self.projects),
                 "PYPI_CDN_CONTACT": "pypi-cdn local stack",
                 "PYPI_CDN_INLINE_THRESHOLD": "0",  # fan every project out over the queue, as at scale
                 "PYPI_CDN_PLANNER_WINDOW": "0",  # one planner pass per invocation
-                "POWERTOOLS_METRICS_NAMESPACE": "pypi-cdn", "POWERTOOLS_SERVICE_NAME": "pypi-cdn-sync",
+                "POWERTOOLS_METRICS_NAMESPACE": "pypi-cdn",
+                "POWERTOOLS_SERVICE_NAME": "pypi-cdn-sync",
             }
         )
         handlers.runtime.cache_clear()  # the handlers build their runtime from this environment
         self.edge = EdgeServer(S3Origin(self.endpoint_url, BUCKET), port=0 if self.want_redirector else self.port or 0)
         if self.want_redirector:
             settings = RedirectorSettings(
-                domain="localhost", cdn_hostname="localhost", dynamic_origin=self.upstream,
+                domain="localhost",
+                cdn_hostname="localhost",
+                dynamic_origin=self.upstream,
                 hosted_zone_id=LOCAL_ZONE_ID,
             )
             network = host_network() if self.upstream.startswith("https://") else {}
@@ -187,7 +194,9 @@ class LocalStack:
             if time.monotonic() > deadline:
                 break
             messages = sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
                 MessageSystemAttributeNames=["All"],
             ).get("Messages", [])
             if not messages:
@@ -215,8 +224,13 @@ class LocalStack:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", default="https://pypi.org", help="index to mirror (default https://pypi.org)")
-    parser.add_argument("--project", action="append", dest="projects", metavar="NAME",
-                        help=f"project to mirror (repeatable; default {' '.join(DEFAULT_PROJECTS)})")
+    parser.add_argument(
+        "--project",
+        action="append",
+        dest="projects",
+        metavar="NAME",
+        help=f"project to mirror (repeatable; default {' '.join(DEFAULT_PROJECTS)})",
+    )
     parser.add_argument("--port", type=int, default=STACK_PORT, help=f"port on 127.0.0.1 (default {STACK_PORT})")
 
 

@@ -59,7 +59,9 @@ def sync_role_policy(
                 "Sid": "InvalidateThisDistribution",
                 "Effect": "Allow",
                 "Action": [
-                    "cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"
+                    "cloudfront:CreateInvalidation",
+                    "cloudfront:GetInvalidation",
+                    "cloudfront:ListInvalidations",
                 ],
                 "Resource": distribution_arn,
             },

@@ -54,31 +54,59 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     mirror = commands.add_parser(
-        "mirror", help="mirror a PEP 503/691 index into DEST", epilog=epilog,
+        "mirror",
+        help="mirror a PEP 503/691 index into DEST",
+        epilog=epilog,
         formatter_class=argparse.RawTextHelpFormatter,
     )
     mirror.add_argument("--upstream", help=f"index base URL (default {DEFAULT_UPSTREAM})")
     _add_destination(mirror)
-    mirror.add_argument("--project", action="append", dest="projects", metavar="NAME",
-                        help="mirror only these projects (repeatable; default: the whole index)")
+    mirror.add_argument(
+        "--project",
+        action="append",
+        dest="projects",
+        metavar="NAME",
+        help="mirror only these projects (repeatable; default: the whole index)",
+    )
     mirror.add_argument("--block", action="append", dest="blocklist", metavar="NAME", help="never mirror NAME")
     mirror.add_argument("--keep-latest", type=int, metavar="N", help="keep only the newest N releases per project")
-    mirror.add_argument("--platform", action="append", dest="platforms", metavar="PATTERN",
-                        help="keep only wheels whose platform tag matches (fnmatch, e.g. 'manylinux*', 'any')")
-    mirror.add_argument("--python-tag", action="append", dest="python_tags", metavar="PATTERN",
-                        help="keep only wheels whose Python tag matches (fnmatch, e.g. 'cp313', 'py3')")
+    mirror.add_argument(
+        "--platform",
+        action="append",
+        dest="platforms",
+        metavar="PATTERN",
+        help="keep only wheels whose platform tag matches (fnmatch, e.g. 'manylinux*', 'any')",
+    )
+    mirror.add_argument(
+        "--python-tag",
+        action="append",
+        dest="python_tags",
+        metavar="PATTERN",
+        help="keep only wheels whose Python tag matches (fnmatch, e.g. 'cp313', 'py3')",
+    )
     mirror.add_argument("--max-file-size", type=int, metavar="BYTES", help="skip files larger than this")
-    mirror.add_argument("--workers", type=int, metavar="N",
-                        help="concurrent requests to each upstream host (default 10)")
+    mirror.add_argument(
+        "--workers", type=int, metavar="N", help="concurrent requests to each upstream host (default 10)"
+    )
     mirror.add_argument("--contact", help="contact (e-mail or URL) sent in the User-Agent, as PyPI asks")
-    mirror.add_argument("--file-host", action="append", dest="file_hosts", metavar="HOST",
-                        help="another host that file URLs may point at")
+    mirror.add_argument(
+        "--file-host",
+        action="append",
+        dest="file_hosts",
+        metavar="HOST",
+        help="another host that file URLs may point at",
+    )
     mirror.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings (flags win)")
-    mirror.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
-                        help="auto: a status line on a terminal, JSON lines otherwise")
+    mirror.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="auto: a status line on a terminal, JSON lines otherwise",
+    )
 
-    verify = commands.add_parser("verify", help="audit a mirror: exit 0 when sound", epilog=epilog,
-                                 formatter_class=argparse.RawTextHelpFormatter)
+    verify = commands.add_parser(
+        "verify", help="audit a mirror: exit 0 when sound", epilog=epilog, formatter_class=argparse.RawTextHelpFormatter
+    )
     _add_destination(verify)
     verify.add_argument("--sizes-only", action="store_true", help="compare sizes instead of re-hashing every file")
     verify.add_argument("--workers", type=int, default=8, metavar="N", help="objects hashed at once (default 8)")
@@ -95,10 +123,17 @@ def run_mirror(args: argparse.Namespace) -> int:
         config = load_config(
             args.config,
             {
-                "upstream": args.upstream, "dest": args.dest, "endpoint_url": args.endpoint_url,
-                "projects": args.projects or (), "blocklist": args.blocklist or (), "keep_latest": args.keep_latest,
-                "platforms": args.platforms or (), "python_tags": args.python_tags or (),
-                "max_file_size": args.max_file_size, "workers": args.workers, "contact": args.contact,
+                "upstream": args.upstream,
+                "dest": args.dest,
+                "endpoint_url": args.endpoint_url,
+                "projects": args.projects or (),
+                "blocklist": args.blocklist or (),
+                "keep_latest": args.keep_latest,
+                "platforms": args.platforms or (),
+                "python_tags": args.python_tags or (),
+                "max_file_size": args.max_file_size,
+                "workers": args.workers,
+                "contact": args.contact,
                 "file_hosts": args.file_hosts or (),
             },
         )
@@ -117,9 +152,7 @@ class LogEvents(logging.Handler):
         self.reporter = reporter
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.reporter.event(
-            "warning", level=record.levelname.lower(), logger=record.name, message=record.getMessage()
-        )
+        self.reporter.event("warning", level=record.levelname.lower(), logger=record.name, message=record.getMessage())
 
 
 def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:

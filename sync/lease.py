@@ -103,8 +103,12 @@ def _write(storage: Storage, key: str, body: bytes, *, if_match: str | None = No
     """
     try:
         return storage.put_bytes(
-            key, body, content_type="application/json", cache_control="no-store",
-            if_match=if_match, if_none_match=if_match is None,
+            key,
+            body,
+            content_type="application/json",
+            cache_control="no-store",
+            if_match=if_match,
+            if_none_match=if_match is None,
         )
     except PreconditionFailed:
         found = storage.get_bytes(key)

@@ -222,8 +222,13 @@ class Mirror:
                     result.outcome = Outcome.UNCHANGED
                     return result
                 if old_page and _older(page, old_page):
-                    self.reporter.event("older_than_published", level="warning", project=page.normalized,
-                                        serial=page.last_serial, published=old_page.last_serial)
+                    self.reporter.event(
+                        "older_than_published",
+                        level="warning",
+                        project=page.normalized,
+                        serial=page.last_serial,
+                        published=old_page.last_serial,
+                    )
                     result.outcome, result.serial = Outcome.UNCHANGED, old_page.last_serial
                     return result
             except (StorageError, ValueError) as error:
@@ -238,8 +243,12 @@ class Mirror:
             for key, body in ((html_key, render.project_html(page)), (json_key, render.project_json(page))):
                 version = read_versions.get(key) if read_versions is not None else None
                 self.storage.put_bytes(
-                    key, body, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL,
-                    if_match=version, if_none_match=read_versions is not None and version is None,
+                    key,
+                    body,
+                    content_type=content_type_for(key),
+                    cache_control=PAGE_CACHE_CONTROL,
+                    if_match=version,
+                    if_none_match=read_versions is not None and version is None,
                 )
                 result.pages_written += 1
             self._delete_unnamed(old_page, page, result)
@@ -249,8 +258,12 @@ class Mirror:
         except StorageError as error:
             return self._failed(page.normalized, str(error), result)
         self.reporter.event(
-            "project_synced", project=page.normalized, serial=page.last_serial, files=result.files_stored,
-            bytes=result.bytes_stored, deleted=result.files_deleted,
+            "project_synced",
+            project=page.normalized,
+            serial=page.last_serial,
+            files=result.files_stored,
+            bytes=result.bytes_stored,
+            deleted=result.files_deleted,
         )
         return result
 
@@ -310,7 +323,9 @@ class Mirror:
         if extract.data is not None:
             try:
                 self.storage.put_bytes(
-                    metadata.key, extract.data, content_type=content_type_for(metadata.key),
+                    metadata.key,
+                    extract.data,
+                    content_type=content_type_for(metadata.key),
                     cache_control=FILE_CACHE_CONTROL,
                 )
             except StorageError as error:
@@ -340,8 +355,13 @@ class Mirror:
             try:
                 with self.upstream.open_file(dist.url) as body:
                     size = self.storage.put_file(
-                        dist.key, body, sha256=dist.sha256, size=dist.size,
-                        content_type=content_type_for(dist.key), cache_control=FILE_CACHE_CONTROL, inspect=inspect,
+                        dist.key,
+                        body,
+                        sha256=dist.sha256,
+                        size=dist.size,
+                        content_type=content_type_for(dist.key),
+                        cache_control=FILE_CACHE_CONTROL,
+                        inspect=inspect,
                     )
             except RETRYABLE_FETCH_ERRORS as error:
                 last_error = error
@@ -575,8 +595,14 @@ def _objects_of(dist: DistFile) -> list[DistFile]:
     if dist.has_metadata and dist.metadata_sha256:
         objects.append(
             dataclasses.replace(
-                dist, filename=dist.filename + ".metadata", url=dist.url + ".metadata", key=dist.metadata_key,
-                sha256=dist.metadata_sha256, size=None, has_metadata=False, metadata_sha256=None,
+                dist,
+                filename=dist.filename + ".metadata",
+                url=dist.url + ".metadata",
+                key=dist.metadata_key,
+                sha256=dist.metadata_sha256,
+                size=None,
+                has_metadata=False,
+                metadata_sha256=None,
             )
         )
     return objects

@@ -124,8 +124,9 @@ def _normalized_batch(names: list[str]) -> list[str]:
     return result
 
 
-def _root_body(projects: Iterable[tuple[str, int | None]], render: Callable[[str, str, int | None], str],
-               separator: str) -> Iterator[bytes]:
+def _root_body(
+    projects: Iterable[tuple[str, int | None]], render: Callable[[str, str, int | None], str], separator: str
+) -> Iterator[bytes]:
     """Each (name, serial) rendered by `render(name, normalized, serial)` and joined, in UTF-8 batches."""
     entries = iter(projects)
     first = True

@@ -516,9 +516,10 @@ class S3Storage:
         if not isinstance(error, ClientError):
             return False
         code = error.response.get("Error", {}).get("Code")
-        return code in ("NoSuchKey", "404", "NotFound") and error.response.get("ResponseMetadata", {}).get(
-            "HTTPStatusCode"
-        ) == 404
+        return (
+            code in ("NoSuchKey", "404", "NotFound")
+            and error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+        )
 
     def put_file(
         self,
@@ -543,9 +544,14 @@ class S3Storage:
             spool.seek(0)
             try:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=full_key, Body=cast(BinaryIO, spool), ContentLength=received,
-                    ContentType=content_type, CacheControl=cache_control,
-                    ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(bytes.fromhex(actual)).decode(),
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    Body=cast(BinaryIO, spool),
+                    ContentLength=received,
+                    ContentType=content_type,
+                    CacheControl=cache_control,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(actual)).decode(),
                 )
             except BOTO_ERRORS as error:
                 self._fail(key, "PUT", error)
@@ -569,9 +575,13 @@ class S3Storage:
             conditions["IfNoneMatch"] = "*"
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType=content_type,
                 CacheControl=cache_control,
-                ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
                 **conditions,
             )
         except BOTO_ERRORS as error:
@@ -652,7 +662,6 @@ class _S3Stream(io.RawIOBase):
         super().close()
 
 
-
 def put_chunks(storage: Storage, key: str, chunks: Iterable[bytes], *, content_type: str, cache_control: str) -> int:
     """Store an object written in chunks (a root page, the state) in one write, spooled rather than joined in memory;
     returns its size."""
@@ -665,6 +674,7 @@ def put_chunks(storage: Storage, key: str, chunks: Iterable[bytes], *, content_t
         return storage.put_file(
             key, spool, sha256=hasher.hexdigest(), size=size, content_type=content_type, cache_control=cache_control
         )
+
 
 def _s3_client(endpoint_url: str | None, max_connections: int) -> Any:
     import boto3.session  # noqa: PLC0415 - boto3 loads only for S3 destinations

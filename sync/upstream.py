@@ -94,7 +94,10 @@ class _Retry(Retry):
     """urllib3's Retry, with Retry-After capped and every repeated request reported to the client's counter."""
 
     def __init__(
-        self, *args: Any, retry_after_cap: float = MAX_RETRY_AFTER, on_retry: Callable[[], None] | None = None,
+        self,
+        *args: Any,
+        retry_after_cap: float = MAX_RETRY_AFTER,
+        on_retry: Callable[[], None] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -182,16 +185,27 @@ class UpstreamClient:
         self._requests = 0
         self._requests_lock = threading.Lock()
         self._retry = _Retry(
-            total=None, connect=retries, read=retries, status=retries, other=retries, redirect=MAX_REDIRECTS,
-            backoff_factor=backoff, backoff_max=MAX_BACKOFF, status_forcelist=RETRY_STATUSES,
+            total=None,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=retries,
+            redirect=MAX_REDIRECTS,
+            backoff_factor=backoff,
+            backoff_max=MAX_BACKOFF,
+            status_forcelist=RETRY_STATUSES,
             allowed_methods=Retry.DEFAULT_ALLOWED_METHODS | {"POST"},  # POST is only XML-RPC, which reads
-            respect_retry_after_header=True, raise_on_status=False,
-            retry_after_cap=max_retry_after, on_retry=self._count_request,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            retry_after_cap=max_retry_after,
+            on_retry=self._count_request,
         )
         contact_part = f"; {contact}" if contact else ""
         self.user_agent = f"pypi-cdn/{client_version()} (+{PROJECT_URL}{contact_part})"
         self._pool = urllib3.PoolManager(
-            maxsize=max_connections, block=True, retries=self._retry,
+            maxsize=max_connections,
+            block=True,
+            retries=self._retry,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             headers={"User-Agent": self.user_agent},
         )
@@ -231,9 +245,7 @@ class UpstreamClient:
             serial = page.last_serial
             if min_serial is None or serial is None or serial >= min_serial:
                 return page
-        raise StalePage(
-            f"{url}: serial {serial} is still older than {min_serial} after {STALE_PAGE_ATTEMPTS} attempts"
-        )
+        raise StalePage(f"{url}: serial {serial} is still older than {min_serial} after {STALE_PAGE_ATTEMPTS} attempts")
 
     def list_projects(self) -> ProjectListing:
         """Every project of the root listing: normalized name -> its last serial (None from an HTML listing).
@@ -323,15 +335,25 @@ class UpstreamClient:
 
     @contextmanager
     def _response(
-        self, method: str, url: str, headers: dict[str, str], *, body: bytes | None = None,
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        body: bytes | None = None,
         decode_content: bool = True,
     ) -> Iterator[urllib3.BaseHTTPResponse]:
         """One request (urllib3 retrying connection errors and RETRY_STATUSES, following redirects)."""
         self._count_request()
         try:
             response = self._pool.urlopen(
-                method, url, body=body, headers={"User-Agent": self.user_agent, **headers},
-                preload_content=False, decode_content=decode_content, retries=self._retry,
+                method,
+                url,
+                body=body,
+                headers={"User-Agent": self.user_agent, **headers},
+                preload_content=False,
+                decode_content=decode_content,
+                retries=self._retry,
             )
         except MaxRetryError as error:
             if isinstance(error.reason, ResponseError):  # only redirects raise this (raise_on_status=False)
@@ -347,7 +369,13 @@ class UpstreamClient:
             response.release_conn()
 
     def _fetch(
-        self, method: str, url: str, headers: dict[str, str], *, accepted: frozenset[int], limit: int,
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        accepted: frozenset[int],
+        limit: int,
         body: bytes | None = None,
     ) -> _Fetched:
         """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError)."""
@@ -355,15 +383,25 @@ class UpstreamClient:
         def read(response: urllib3.BaseHTTPResponse) -> _Fetched:
             content = _LimitedBody(response, url, limit).read() if response.status == 200 else b""
             return _Fetched(
-                response.status, _final_url(url, response), content, response.headers.get("Content-Type", ""),
-                response.headers.get("ETag"), _header_serial(url, response.headers.get(SERIAL_HEADER)),
+                response.status,
+                _final_url(url, response),
+                content,
+                response.headers.get("Content-Type", ""),
+                response.headers.get("ETag"),
+                _header_serial(url, response.headers.get(SERIAL_HEADER)),
             )
 
         return self._read_retrying(method, url, headers, accepted=accepted, read=read, body=body)
 
     def _read_retrying(
-        self, method: str, url: str, headers: dict[str, str], *, accepted: frozenset[int],
-        read: Callable[[urllib3.BaseHTTPResponse], _T], body: bytes | None = None,
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        accepted: frozenset[int],
+        read: Callable[[urllib3.BaseHTTPResponse], _T],
+        body: bytes | None = None,
     ) -> _T:
         """`read(response)` of a response with a status in `accepted` (else UpstreamError); a transfer broken
         mid-body is tried again from the start, `retries` times."""
@@ -391,7 +429,11 @@ class UpstreamClient:
             )
         if media in HTML_PAGE_TYPES or not media:
             return parse_html_page(
-                _decode(fetched), project=normalized, page_url=fetched.url, locate=locate, serial=fetched.serial,
+                _decode(fetched),
+                project=normalized,
+                page_url=fetched.url,
+                locate=locate,
+                serial=fetched.serial,
                 etag=fetched.etag,
             )
         raise UpstreamError(f"{fetched.url}: unexpected Content-Type {fetched.content_type!r} for a project page")
@@ -401,8 +443,12 @@ class UpstreamClient:
         """The result of one XML-RPC call; None when the upstream has no XML-RPC or not this method."""
         request = xmlrpc.client.dumps(params, method).encode()
         fetched = self._fetch(
-            "POST", self.xmlrpc_url, {"Content-Type": "text/xml"}, body=request,
-            accepted=NO_XMLRPC_STATUSES | {200}, limit=self.max_page_size,
+            "POST",
+            self.xmlrpc_url,
+            {"Content-Type": "text/xml"},
+            body=request,
+            accepted=NO_XMLRPC_STATUSES | {200},
+            limit=self.max_page_size,
         )
         if fetched.status in NO_XMLRPC_STATUSES:
             return None
@@ -449,7 +495,12 @@ def http_locator(page_url: str, project: str, hosts: frozenset[str]) -> Locate:
 
 
 def parse_json_page(
-    document: object, *, project: str | None, locate: Locate, strict: bool, serial: int | None = None,
+    document: object,
+    *,
+    project: str | None,
+    locate: Locate,
+    strict: bool,
+    serial: int | None = None,
     etag: str | None = None,
 ) -> ProjectPage:
     """A PEP 691/700/714 JSON page. `project` (normalized) must match its name when given; `serial` is the header's,
@@ -573,15 +624,20 @@ def _dist_from_json(project: str, entry: object, locate: Locate) -> DistFile:
     metadata = entry.get("core-metadata", entry.get("dist-info-metadata", entry.get("data-dist-info-metadata")))
     has_metadata, metadata_sha256 = _json_metadata(where, metadata)
     return DistFile(
-        filename=filename, url=url, sha256=sha256, key=key, size=size, upload_time=upload_time,
+        filename=filename,
+        url=url,
+        sha256=sha256,
+        key=key,
+        size=size,
+        upload_time=upload_time,
         requires_python=_optional_text(where, "requires-python", entry.get("requires-python")) or None,
-        yanked=_yank(where, yanked), metadata_sha256=metadata_sha256, has_metadata=has_metadata,
+        yanked=_yank(where, yanked),
+        metadata_sha256=metadata_sha256,
+        has_metadata=has_metadata,
     )
 
 
-def _dist_from_html(
-    project: str, attrs: dict[str, str | None], label: str, base: str, locate: Locate
-) -> DistFile:
+def _dist_from_html(project: str, attrs: dict[str, str | None], label: str, base: str, locate: Locate) -> DistFile:
     filename = check_filename(project, label)
     where = f"{project}: file {filename!r}"
     href = attrs["href"] or ""
@@ -599,9 +655,14 @@ def _dist_from_html(
     if metadata_attr in attrs:
         has_metadata, metadata_sha256 = _html_metadata(where, attrs[metadata_attr])
     return DistFile(
-        filename=filename, url=url, sha256=sha256, key=key,
+        filename=filename,
+        url=url,
+        sha256=sha256,
+        key=key,
         requires_python=_optional_text(where, "data-requires-python", attrs.get("data-requires-python")) or None,
-        yanked=yanked, metadata_sha256=metadata_sha256, has_metadata=has_metadata,
+        yanked=yanked,
+        metadata_sha256=metadata_sha256,
+        has_metadata=has_metadata,
     )
 
 

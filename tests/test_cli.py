@@ -20,7 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sync", *args], capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        [sys.executable, "-m", "sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
         env={**os.environ, **(env or {})},
     )
 
@@ -139,7 +144,27 @@ def test_help_documents_exit_codes(command):
 
 def test_parser_has_the_documented_mirror_contract():
     parser = build_parser()
-    args = parser.parse_args(["mirror", "--upstream", "https://example.org", "--dest", "s3://b/p",
-                              "--project", "a", "--project", "b", "--workers", "3", "--config", "f.toml"])
+    args = parser.parse_args(
+        [
+            "mirror",
+            "--upstream",
+            "https://example.org",
+            "--dest",
+            "s3://b/p",
+            "--project",
+            "a",
+            "--project",
+            "b",
+            "--workers",
+            "3",
+            "--config",
+            "f.toml",
+        ]
+    )
     assert (args.upstream, args.dest, args.projects, args.workers, str(args.config)) == (
-        "https://example.org", "s3://b/p", ["a", "b"], 3, "f.toml")
+        "https://example.org",
+        "s3://b/p",
+        ["a", "b"],
+        3,
+        "f.toml",
+    )

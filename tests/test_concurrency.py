@@ -41,10 +41,12 @@ def destination(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespa
 
 def new_mirror(upstream: UpstreamServer, destination: SimpleNamespace) -> Mirror:
     """A Mirror with its own client, storage connection and reporter, as a separate process would have."""
-    config = MirrorConfig(dest=destination.dest, upstream=upstream.url, endpoint_url=destination.endpoint_url,
-                          workers=4)
-    client = UpstreamClient(config.upstream, max_connections=4, retries=2, backoff=0.01,
-                            file_hosts=config.allowed_file_hosts)
+    config = MirrorConfig(
+        dest=destination.dest, upstream=upstream.url, endpoint_url=destination.endpoint_url, workers=4
+    )
+    client = UpstreamClient(
+        config.upstream, max_connections=4, retries=2, backoff=0.01, file_hosts=config.allowed_file_hosts
+    )
     storage = open_storage(destination.dest, endpoint_url=destination.endpoint_url)
     return Mirror(config, client, storage, Reporter(io.StringIO(), json_lines=True))
 
@@ -98,8 +100,7 @@ def test_two_cli_runs_at_once_exit_0_and_5(upstream: UpstreamServer, tmp_path: P
     upstream.inject(r"^/packages/", SLOW_FILE, times=1000)
     command = [sys.executable, "-m", "sync", "mirror", "--upstream", upstream.url, "--dest", str(tmp_path / "m")]
     processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        for _ in range(2)
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) for _ in range(2)
     ]
     results = [(process.pid, *process.communicate(timeout=120), process.returncode) for process in processes]
     assert sorted(code for *_, code in results) == [EXIT_OK, EXIT_LEASE_HELD]

@@ -42,9 +42,28 @@ def fetch(url: str, accept: str | None = None, *, follow: bool = True):
 
 def pip_download(index_url: str, requirement: str, dest: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
-         "--isolated", "--only-binary", ":all:", "--index-url", index_url, "--dest", str(dest), requirement],
-        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PIP_NO_INPUT": "1"},
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--isolated",
+            "--only-binary",
+            ":all:",
+            "--index-url",
+            index_url,
+            "--dest",
+            str(dest),
+            requirement,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
     )
 
 
@@ -69,8 +88,11 @@ def test_pip_through_redirector_edge_and_bucket_then_a_new_release(upstream, fak
         status, headers, _ = fetch(f"{stack.index_url}{NORMALIZED}/?x=1", PIP_ACCEPT, follow=False)
         assert (status, headers["Location"]) == (302, f"{stack.edge.url}/simple/{NORMALIZED}/?x=1")
         status, headers, body = fetch(f"{stack.index_url}{NORMALIZED}/", PIP_ACCEPT)
-        assert (status, headers["Content-Type"], headers["Vary"]) == (200, "application/vnd.pypi.simple.v1+json",
-                                                                     "Accept")
+        assert (status, headers["Content-Type"], headers["Vary"]) == (
+            200,
+            "application/vnd.pypi.simple.v1+json",
+            "Accept",
+        )
         page = json.loads(body)
         assert [f["filename"] for f in page["files"]] == [first_file]
         status, headers, body = fetch(f"{stack.index_url}{NORMALIZED}/", BROWSER_ACCEPT)

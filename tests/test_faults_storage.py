@@ -73,6 +73,7 @@ S3_TARGETS: dict[str, Callable[[Release, str], str]] = {
     "lease": lambda release, removed: re.escape(LEASE_KEY) + "$",
 }
 
+
 @dataclass(frozen=True)
 class S3FaultCase:
     """`fault` on the next `uses` requests of `operation` on `target`; which page is published afterwards."""
@@ -102,7 +103,13 @@ S3_FAULTS = [
     S3FaultCase("file PUT connection reset always", "PUT", "file", RESET, PERSISTENT, cli.EXIT_PARTIAL, "old"),
     S3FaultCase("page PUT 500 always", "PUT", "page", INTERNAL_ERROR, PERSISTENT, cli.EXIT_PARTIAL, "old"),
     S3FaultCase(
-        "removed file DELETE 500 always", "DELETE", "removed file", INTERNAL_ERROR, PERSISTENT, cli.EXIT_PARTIAL, "new",
+        "removed file DELETE 500 always",
+        "DELETE",
+        "removed file",
+        INTERNAL_ERROR,
+        PERSISTENT,
+        cli.EXIT_PARTIAL,
+        "new",
         orphans_the_removed_file=True,
     ),
     S3FaultCase("state PUT SlowDown always", "PUT", "state", SLOW_DOWN, PERSISTENT, cli.EXIT_DESTINATION, "old"),

@@ -85,7 +85,9 @@ class FaultRig:
         with contextlib.redirect_stderr(stderr):
             code = cli.mirror_once(self.config(**overrides), Reporter(events, json_lines=True))
         return RunOutcome(
-            code, stderr.getvalue().splitlines(), [json.loads(line) for line in events.getvalue().splitlines()],
+            code,
+            stderr.getvalue().splitlines(),
+            [json.loads(line) for line in events.getvalue().splitlines()],
             time.monotonic() - started,
         )
 
@@ -152,7 +154,10 @@ def use_fast_client(monkeypatch: pytest.MonkeyPatch, **options: Any) -> None:
 
 
 def synced_rig(
-    upstream: UpstreamServer, index: FakeIndex, dest: str, endpoint_url: str | None = None,
+    upstream: UpstreamServer,
+    index: FakeIndex,
+    dest: str,
+    endpoint_url: str | None = None,
     check_endpoint_url: str | None = None,
 ) -> FaultRig:
     """A mirror of the sample index, synced once already (so faults hit an update run)."""
@@ -184,8 +189,11 @@ def new_release(rig: FaultRig, size: int = 300_000) -> Release:
     old_page = rig.storage.get_bytes(f"simple/{project.normalized}/index.v1_json")
     assert old_page is not None
     added = rig.index.add_file(
-        project.name, f"{project.normalized}-9.0-py3-none-any.whl", hashlib.sha256(b"9.0").digest() * (size // 32),
-        version="9.0", metadata=b"Metadata-Version: 2.1\nName: x\nVersion: 9.0\n",
+        project.name,
+        f"{project.normalized}-9.0-py3-none-any.whl",
+        hashlib.sha256(b"9.0").digest() * (size // 32),
+        version="9.0",
+        metadata=b"Metadata-Version: 2.1\nName: x\nVersion: 9.0\n",
     )
     rig.remember_objects()
     return Release(project.normalized, added.url_path, f"/simple/{project.normalized}/", old_page[0])
@@ -197,6 +205,7 @@ TARGETS = {
     "page": lambda release: rf"^{re.escape(release.page_path)}$",
     "feed": lambda release: r"^/pypi$",
 }
+
 
 @dataclass(frozen=True)
 class FaultCase:

@@ -8,8 +8,13 @@ from sync.models import DistFile, ProjectPage
 
 
 def dist(filename: str, size: int = 100) -> DistFile:
-    return DistFile(filename=filename, url=f"https://files.example/{filename}", sha256="0" * 64,
-                    key=f"packages/00/00/x/{filename}", size=size)
+    return DistFile(
+        filename=filename,
+        url=f"https://files.example/{filename}",
+        sha256="0" * 64,
+        key=f"packages/00/00/x/{filename}",
+        size=size,
+    )
 
 
 PAGE = ProjectPage(

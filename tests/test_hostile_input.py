@@ -30,8 +30,21 @@ SHA = "ab" * 32
 PAGE_TAGS = {"html", "head", "meta", "title", "body", "h1", "a", "br"}
 LINK_ATTRIBUTES = {"href", "data-requires-python", "data-yanked", "data-core-metadata", "data-dist-info-metadata"}
 HOSTILE_NAMES = [
-    "..", "../evil", "a/b", "a\\b", "a\x00b", "a\x1bb", "a\nb", "%2e%2e", "%2F", "x" * 300, "-bad", "a b",
-    "<script>", "naïve", "",
+    "..",
+    "../evil",
+    "a/b",
+    "a\\b",
+    "a\x00b",
+    "a\x1bb",
+    "a\nb",
+    "%2e%2e",
+    "%2F",
+    "x" * 300,
+    "-bad",
+    "a b",
+    "<script>",
+    "naïve",
+    "",
 ]
 XML_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -53,8 +66,9 @@ def assert_contained(rig: FaultRig, root: Path) -> None:
     outside = [path for path in root.rglob("*") if path.is_file() and dest not in path.parents]
     assert outside == []
     for info in rig.storage.list(""):
-        assert re.match(r"\A(simple/([a-z0-9-]+/)?index\.(html|v1_json)|packages/.+|\.pypi-cdn/[a-z]+\.json)\Z",
-                        info.key), info.key
+        assert re.match(
+            r"\A(simple/([a-z0-9-]+/)?index\.(html|v1_json)|packages/.+|\.pypi-cdn/[a-z]+\.json)\Z", info.key
+        ), info.key
         if info.key.startswith("packages/"):
             assert info.key in rig.known_objects, info.key
 
@@ -67,8 +81,12 @@ def changed_project(rig: FaultRig) -> tuple[str, list[FakeFile]]:
 
 
 def json_entry(rig: FaultRig, dist: FakeFile) -> dict[str, Any]:
-    return {"filename": dist.filename, "url": rig.upstream.url + dist.url_path, "hashes": {"sha256": dist.sha256},
-            "size": dist.size}
+    return {
+        "filename": dist.filename,
+        "url": rig.upstream.url + dist.url_path,
+        "hashes": {"sha256": dist.sha256},
+        "size": dist.size,
+    }
 
 
 def json_page(rig: FaultRig, name: str, files: list[Any], **fields: Any) -> bytes:
@@ -104,8 +122,11 @@ def hostile_entries(base_url: str) -> list[HostileEntry]:
         ),
         HostileEntry("URL names another file", {"url": url + "other-1.0.tar.gz"}, "names another file"),
         HostileEntry("foreign host", {"url": "https://evil.example/packages/aa/bb/cc/evil-1.0.tar.gz"}, "evil.example"),
-        HostileEntry("foreign host behind userinfo", {"url": "http://127.0.0.1@evil.example/evil-1.0.tar.gz"},
-                     "127.0.0.1@evil.example"),
+        HostileEntry(
+            "foreign host behind userinfo",
+            {"url": "http://127.0.0.1@evil.example/evil-1.0.tar.gz"},
+            "127.0.0.1@evil.example",
+        ),
         HostileEntry("javascript URL", {"url": "javascript:alert(1)//evil-1.0.tar.gz"}, "javascript:alert(1)"),
         HostileEntry("file URL", {"url": "file:///etc/evil-1.0.tar.gz"}, "file:///etc/evil-1.0.tar.gz"),
         HostileEntry("hashes not an object", {"hashes": "abc"}, "hashes must be a JSON object"),
@@ -126,8 +147,12 @@ def hostile_entries(base_url: str) -> list[HostileEntry]:
 def test_hostile_file_entries_are_dropped_and_named(rig: FaultRig, tmp_path: Path) -> None:
     name, files = changed_project(rig)
     good = [json_entry(rig, dist) for dist in files]
-    base = {"filename": "evil-1.0.tar.gz", "url": f"{rig.upstream.url}/packages/aa/bb/cc/evil-1.0.tar.gz",
-            "hashes": {"sha256": SHA}, "size": 10}
+    base = {
+        "filename": "evil-1.0.tar.gz",
+        "url": f"{rig.upstream.url}/packages/aa/bb/cc/evil-1.0.tar.gz",
+        "hashes": {"sha256": SHA},
+        "size": 10,
+    }
     hostile = hostile_entries(rig.upstream.url)
     entries = [*good[:1], *({**base, **entry.changes} for entry in hostile), "not an object", *good[1:]]
     rig.upstream.override_page(name, json_page(rig, name, entries), JSON_TYPE)
@@ -155,33 +180,52 @@ class HostilePage:
 
 HOSTILE_PAGES = [
     HostilePage("a list, not an object", lambda rig, name, good: good, "the page must be a JSON object"),
-    HostilePage("files an object", lambda rig, name, good: json.loads(json_page(rig, name, {})),
-                "files must be a JSON array"),
-    HostilePage("meta a list", lambda rig, name, good: {"meta": [], "name": name, "files": good},
-                "meta must be a JSON object"),
-    HostilePage("name a number", lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "name": 3},
-                "name must be a JSON string"),
-    HostilePage("name with traversal",
-                lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "name": "../../tiny"},
-                "invalid project name '../../tiny'"),
-    HostilePage("another project's page", lambda rig, name, good: json.loads(json_page(rig, "foo-bar", good)),
-                "it is the page of 'foo-bar'"),
-    HostilePage("versions a string",
-                lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "versions": "1.0"},
-                "versions must be a JSON array"),
-    HostilePage("serial a string",
-                lambda rig, name, good: {"meta": {"api-version": "1.1", "_last-serial": "x"}, "name": name,
-                                         "files": good},
-                "_last-serial 'x'"),
-    HostilePage("API version 2",
-                lambda rig, name, good: {"meta": {"api-version": "2.0"}, "name": name, "files": good},
-                "unsupported repository API version '2.0'"),
-    HostilePage("every entry hostile",
-                lambda rig, name, good: json.loads(json_page(rig, name, [{**g, "filename": "../x"} for g in good])),
-                "every file entry was rejected"),
-    HostilePage("two entries on one key",
-                lambda rig, name, good: json.loads(json_page(rig, name, [good[0], {**good[0], "size": 1}])),
-                "both map to"),
+    HostilePage(
+        "files an object", lambda rig, name, good: json.loads(json_page(rig, name, {})), "files must be a JSON array"
+    ),
+    HostilePage(
+        "meta a list", lambda rig, name, good: {"meta": [], "name": name, "files": good}, "meta must be a JSON object"
+    ),
+    HostilePage(
+        "name a number",
+        lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "name": 3},
+        "name must be a JSON string",
+    ),
+    HostilePage(
+        "name with traversal",
+        lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "name": "../../tiny"},
+        "invalid project name '../../tiny'",
+    ),
+    HostilePage(
+        "another project's page",
+        lambda rig, name, good: json.loads(json_page(rig, "foo-bar", good)),
+        "it is the page of 'foo-bar'",
+    ),
+    HostilePage(
+        "versions a string",
+        lambda rig, name, good: {**json.loads(json_page(rig, name, good)), "versions": "1.0"},
+        "versions must be a JSON array",
+    ),
+    HostilePage(
+        "serial a string",
+        lambda rig, name, good: {"meta": {"api-version": "1.1", "_last-serial": "x"}, "name": name, "files": good},
+        "_last-serial 'x'",
+    ),
+    HostilePage(
+        "API version 2",
+        lambda rig, name, good: {"meta": {"api-version": "2.0"}, "name": name, "files": good},
+        "unsupported repository API version '2.0'",
+    ),
+    HostilePage(
+        "every entry hostile",
+        lambda rig, name, good: json.loads(json_page(rig, name, [{**g, "filename": "../x"} for g in good])),
+        "every file entry was rejected",
+    ),
+    HostilePage(
+        "two entries on one key",
+        lambda rig, name, good: json.loads(json_page(rig, name, [good[0], {**good[0], "size": 1}])),
+        "both map to",
+    ),
 ]
 
 
@@ -189,8 +233,9 @@ HOSTILE_PAGES = [
 def test_a_hostile_page_is_refused_whole(rig: FaultRig, tmp_path: Path, case: HostilePage) -> None:
     name, files = changed_project(rig)
     old_page = rig.storage.get_bytes(f"simple/{name}/index.v1_json")
-    rig.upstream.override_page(name, json.dumps(case.body(rig, name, [json_entry(rig, d) for d in files])).encode(),
-                               JSON_TYPE)
+    rig.upstream.override_page(
+        name, json.dumps(case.body(rig, name, [json_entry(rig, d) for d in files])).encode(), JSON_TYPE
+    )
     outcome = rig.mirror()
     assert outcome.code == cli.EXIT_PARTIAL, outcome.stderr
     assert len(outcome.failed_lines) == 1
@@ -222,8 +267,10 @@ SCRIPT_VALUES = {
 
 
 def hostile_html(rig: FaultRig, files: list[FakeFile]) -> bytes:
-    escaped = {key: value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-               for key, value in SCRIPT_VALUES.items()}
+    escaped = {
+        key: value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        for key, value in SCRIPT_VALUES.items()
+    }
     first, *others = files
     links = [
         f'<a href="{rig.upstream.url}{first.url_path}#sha256={first.sha256}" onclick="alert(1)" '
@@ -235,8 +282,9 @@ def hostile_html(rig: FaultRig, files: list[FakeFile]) -> bytes:
     ]
     return (
         '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.0">'
-        "<script>alert(document.cookie)</script><title>x</title></head><body onload=\"alert(3)\">"
-        + "\n".join(links) + "<iframe src=\"javascript:alert(4)\"></iframe></body></html>"
+        '<script>alert(document.cookie)</script><title>x</title></head><body onload="alert(3)">'
+        + "\n".join(links)
+        + '<iframe src="javascript:alert(4)"></iframe></body></html>'
     ).encode()
 
 
@@ -318,9 +366,40 @@ def test_hostile_names_in_the_root_listing_are_skipped_and_named(
 EDGE_TARGETS = 600
 # Pieces hostile paths are built from: traversal in every spelling, separators, control bytes, bad escapes.
 HOSTILE_SEGMENTS = (
-    "..", ".", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%252e%252e", "%2f", "%2F", "%5c", "\\", "%00", "%0a", "%0d%0a",
-    "\x01", "%7f", "%zz", "%", "%c3%28", "%e2%80%ae", "é", "%c3%a9", "a" * 300, "Foo_Bar", "foo-bar", "six", "ab",
-    ".pypi-cdn", "state.json", "index.html", "index.v1_json", "", "simple", "packages",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2e",
+    ".%2e",
+    "%2e.",
+    "%252e%252e",
+    "%2f",
+    "%2F",
+    "%5c",
+    "\\",
+    "%00",
+    "%0a",
+    "%0d%0a",
+    "\x01",
+    "%7f",
+    "%zz",
+    "%",
+    "%c3%28",
+    "%e2%80%ae",
+    "é",
+    "%c3%a9",
+    "a" * 300,
+    "Foo_Bar",
+    "foo-bar",
+    "six",
+    "ab",
+    ".pypi-cdn",
+    "state.json",
+    "index.html",
+    "index.v1_json",
+    "",
+    "simple",
+    "packages",
 )
 EDGE_PREFIXES = ("/simple/", "/packages/", "/", "/simple", "/packages", "/.pypi-cdn/", "//", "/%2e%2e/", "/simple/..")
 FORWARDED_PAGE = re.compile(r"\A/simple/(?:[a-z0-9]+(?:-[a-z0-9]+)*/)?index\.(?:html|v1_json)\Z")

@@ -69,8 +69,18 @@ class Corpus:
 
 def mirror_command(upstream: UpstreamServer, dest: Path, config: Path) -> list[str]:
     return [
-        sys.executable, "-m", "sync", "mirror", "--upstream", upstream.url, "--dest", str(dest),
-        "--config", str(config), "--log-format", "json",
+        sys.executable,
+        "-m",
+        "sync",
+        "mirror",
+        "--upstream",
+        upstream.url,
+        "--dest",
+        str(dest),
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
     ]
 
 
@@ -208,8 +218,10 @@ def test_kill_minus_9_at_random_points_then_resume(corpus: Corpus, tmp_path: Pat
         trials = list(pool.map(lambda seed: kill_trial(corpus, tmp_path, seed), range(TRIALS)))
     print("seed  killed after (projects, s)  objects stored  lease blocked  downloads on resume  pending")
     for t in trials:  # shown when the test fails
-        print(f"{t.seed:4}  {t.projects_before_kill:3}, {t.kill_after:5}  {t.stored_at_kill:14}  {t.lease_blocked!s:13}"
-              f"  {t.downloads_on_resume:19}  {len(t.pending_after_kill)}")
+        print(
+            f"{t.seed:4}  {t.projects_before_kill:3}, {t.kill_after:5}  {t.stored_at_kill:14}  {t.lease_blocked!s:13}"
+            f"  {t.downloads_on_resume:19}  {len(t.pending_after_kill)}"
+        )
     failures = [f"seed {t.seed} (killed after {t.kill_after}s): {t.problems}" for t in trials if t.problems]
     assert failures == []
     # The seeded kill points spread over the run: some before any file, some mid-way, some blocked by the lease.

@@ -85,8 +85,13 @@ class Harness:
 
     def run(self) -> HarnessRun:
         config = self.config()
-        self.client = UpstreamClient(config.upstream, max_connections=config.workers, retries=2, backoff=0.01,
-                                     file_hosts=config.allowed_file_hosts)
+        self.client = UpstreamClient(
+            config.upstream,
+            max_connections=config.workers,
+            retries=2,
+            backoff=0.01,
+            file_hosts=config.allowed_file_hosts,
+        )
         mirror = Mirror(config, self.client, self.storage, Reporter(self.events, json_lines=True))
         results: list[ProjectResult] = []
         try:
@@ -301,8 +306,9 @@ def test_filters_apply_to_pages_and_files_alike(upstream, fake_index, tmp_path):
     project = fake_index.projects()[0]
     fake_index.add_file(project.name, f"{project.normalized}-0.1.tar.gz", b"old", version="0.1")
     fake_index.add_file(project.name, f"{project.normalized}-99.0.tar.gz", b"newest", version="99.0")
-    mirror = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None),
-                     projects=(project.name,), keep_latest=1)
+    mirror = Harness(
+        upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None), projects=(project.name,), keep_latest=1
+    )
     assert mirror.run().failed == []
     page = mirror.page(project.normalized)
     assert [f.filename for f in page.files] == [f"{project.normalized}-99.0.tar.gz"]
@@ -337,8 +343,9 @@ def test_interrupted_run_resumes_without_downloading_verified_files_again(upstre
     state = load_state(mirror.storage.inner)
     state.incomplete = True
     state.projects.pop(project.normalized)
-    mirror.storage.inner.put_bytes(STATE_KEY, state.to_json(), content_type="application/json",
-                                   cache_control="no-store")
+    mirror.storage.inner.put_bytes(
+        STATE_KEY, state.to_json(), content_type="application/json", cache_control="no-store"
+    )
     fake_index.add_file(project.name, f"{project.normalized}-9.0.tar.gz", b"one more", version="9.0")
     upstream.reset_log()
     assert mirror.run().failed == []
@@ -439,8 +446,14 @@ def test_a_resumed_run_keeps_what_is_stored_and_takes_metadata_out_of_wheels_it_
     # What a run killed while storing the project's files leaves: 2.0 without its metadata, 2.1 with only its
     # metadata, 2.2 with neither; no pages.
     storage = mirror.storage.inner
-    for key in ("simple/wheel-maker/index.v1_json", "simple/wheel-maker/index.html", metadata_key(wheels["2.0"]),
-                wheels["2.1"].url_path.lstrip("/"), wheels["2.2"].url_path.lstrip("/"), metadata_key(wheels["2.2"])):
+    for key in (
+        "simple/wheel-maker/index.v1_json",
+        "simple/wheel-maker/index.html",
+        metadata_key(wheels["2.0"]),
+        wheels["2.1"].url_path.lstrip("/"),
+        wheels["2.2"].url_path.lstrip("/"),
+        metadata_key(wheels["2.2"]),
+    ):
         storage.delete(key)
     kept = storage.head(metadata_key(wheels["2.1"]))
     state = load_state(storage)

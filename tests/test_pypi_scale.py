@@ -43,7 +43,11 @@ def test_planning_from_a_pypi_sized_root_stays_within_the_memory_budget(tmp_path
     with UpstreamServer(index, xmlrpc_enabled=False) as server:
         output = subprocess.run(
             [sys.executable, "-c", PLAN_IN_A_CHILD, server.url],
-            check=True, capture_output=True, text=True, cwd=REPO, timeout=240,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=240,
         ).stdout
     found = json.loads(output.strip().splitlines()[-1])
     assert found["planned"] == PYPI_PROJECTS
@@ -80,12 +84,14 @@ def test_a_full_mirrors_state_and_root_stay_within_the_memory_budget(tmp_path):
     (tmp_path / STATE_PREFIX).mkdir()
     with open(tmp_path / STATE_KEY, "w") as state_file:
         state_file.write(json.dumps(header) + "\n")
-        state_file.writelines(
-            f'["project-{i:07d}",{30_000_000 + i},"\\"{i:022x}\\""]\n' for i in range(PYPI_PROJECTS)
-        )
+        state_file.writelines(f'["project-{i:07d}",{30_000_000 + i},"\\"{i:022x}\\""]\n' for i in range(PYPI_PROJECTS))
     output = subprocess.run(
         [sys.executable, "-c", STEADY_RUN_IN_A_CHILD, str(tmp_path)],
-        check=True, capture_output=True, text=True, cwd=REPO, timeout=240,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
     ).stdout
     found = json.loads(output.strip().splitlines()[-1])
     assert found["projects"] == PYPI_PROJECTS

@@ -33,8 +33,13 @@ PAGE = ProjectPage(
     files=(
         dist("demo_pkg-1.0.tar.gz", size=1234, upload_time="2024-01-02T03:04:05.123456Z"),
         dist(
-            "demo_pkg-1.1-py3-none-any.whl", SHA_B, size=99, requires_python=">=3.8",
-            yanked='broken <build> & "quotes"', has_metadata=True, metadata_sha256=SHA_M,
+            "demo_pkg-1.1-py3-none-any.whl",
+            SHA_B,
+            size=99,
+            requires_python=">=3.8",
+            yanked='broken <build> & "quotes"',
+            has_metadata=True,
+            metadata_sha256=SHA_M,
         ),
         dist("demo_pkg-1.2.tar.gz", "d" * 64, yanked=True, has_metadata=True),  # metadata without a hash
     ),
@@ -145,8 +150,15 @@ def test_links_are_percent_encoded_and_read_back():
 def served(dist_file: DistFile) -> tuple:
     """What a published page keeps of a file (metadata only when the mirror can verify and serve it)."""
     metadata = dist_file.metadata_sha256 if dist_file.has_metadata else None
-    return (dist_file.filename, dist_file.key, dist_file.sha256, dist_file.requires_python, dist_file.yanked,
-            metadata, metadata is not None)
+    return (
+        dist_file.filename,
+        dist_file.key,
+        dist_file.sha256,
+        dist_file.requires_python,
+        dist_file.yanked,
+        metadata,
+        metadata is not None,
+    )
 
 
 def test_json_round_trip_keeps_every_published_field():
@@ -172,14 +184,21 @@ def test_html_parses_back_with_the_upstream_parser():
     ("body", "message"),
     [
         (b"{not json", "not valid JSON"),
-        (b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
-         b'"url": "https://elsewhere/x-1.tar.gz", "hashes": {"sha256": "' + SHA_A.encode() + b'"}}]}',
-         "is not a ../../packages/ link"),
-        (b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
-         b'"url": "../../packages/%2e%2e/x-1.tar.gz", "hashes": {"sha256": "' + SHA_A.encode() + b'"}}]}',
-         "not a safe packages/"),
-        (b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
-         b'"url": "../../packages/x-1.tar.gz", "hashes": {"sha256": "short"}}]}', "not 64 hex digits"),
+        (
+            b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
+            b'"url": "https://elsewhere/x-1.tar.gz", "hashes": {"sha256": "' + SHA_A.encode() + b'"}}]}',
+            "is not a ../../packages/ link",
+        ),
+        (
+            b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
+            b'"url": "../../packages/%2e%2e/x-1.tar.gz", "hashes": {"sha256": "' + SHA_A.encode() + b'"}}]}',
+            "not a safe packages/",
+        ),
+        (
+            b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": "x-1.tar.gz", '
+            b'"url": "../../packages/x-1.tar.gz", "hashes": {"sha256": "short"}}]}',
+            "not 64 hex digits",
+        ),
     ],
     ids=["not JSON", "absolute link", "traversal", "bad hash"],
 )
@@ -210,7 +229,9 @@ def test_root_pages_list_normalized_links_in_the_given_order():
     assert json.loads(root_json(projects, 99)) == {
         "meta": {"api-version": "1.1", "_last-serial": 99},
         "projects": [
-            {"name": "zope.Hookable", "_last-serial": 7}, {"name": "Foo_Bar"}, {"name": "tiny", "_last-serial": 3}
+            {"name": "zope.Hookable", "_last-serial": 7},
+            {"name": "Foo_Bar"},
+            {"name": "tiny", "_last-serial": 3},
         ],
     }
     assert json.loads(root_json([], None)) == {"meta": {"api-version": "1.1"}, "projects": []}

@@ -64,7 +64,11 @@ def test_round_trip_keeps_every_field_and_any_etag():
     data = state.to_json()
     lines = data.splitlines()
     assert json.loads(lines[0]) == {
-        "format": 2, "serial": 42, "incomplete": True, "pending": {"x": 7, "y": None}, "projects": len(etags)
+        "format": 2,
+        "serial": 42,
+        "incomplete": True,
+        "pending": {"x": 7, "y": None},
+        "projects": len(etags),
     }
     assert [json.loads(line)[0] for line in lines[1:]] == sorted(f"p{i}" for i in range(len(etags)))
     again = MirrorState.from_json(data)
@@ -84,17 +88,14 @@ HEADER = b'{"format": 2, "serial": 1, "incomplete": false, "pending": {}, '
         (b"", "unknown format None"),
         (b'{"format": 1, "serial": 1, "incomplete": false, "pending": {}, "projects": {}}\n', "unknown format 1"),
         (b"not json\n", "Expecting value"),
-        (HEADER + b'"projects": 2}\n["a", 1, null]\n',
-         "1 projects where the header says 2"),
+        (HEADER + b'"projects": 2}\n["a", 1, null]\n', "1 projects where the header says 2"),
         (HEADER + b'"projects": 2}\n["a", 1, null]\n["a", 2, null]\n', "'a' is out of order or given twice"),
         (HEADER + b'"projects": 2}\n["b", 1, null]\n["a", 2, null]\n', "'a' is out of order"),
         (b'{"format": 2, "serial": -1, "incomplete": false, "pending": {}, "projects": 0}\n', "-1 is not a serial"),
-        (HEADER + b'"projects": 1}\n["a", "1", null]\n',
-         "'1' is not a serial"),
+        (HEADER + b'"projects": 1}\n["a", "1", null]\n', "'1' is not a serial"),
         (HEADER + b'"projects": 1}\n["a", 1]\n', "bad project row"),
         (HEADER + b'"projects": 1}\n["a", 1, 5]\n', "bad ETag"),
-        (HEADER + b'"projects": 1}\n["a b", 1, null]\n',
-         "not a normalized"),
+        (HEADER + b'"projects": 1}\n["a b", 1, null]\n', "not a normalized"),
         (b'{"format": 2, "serial": 1, "incomplete": false, "projects": 0}\n', "'pending'"),
     ],
 )

@@ -44,8 +44,12 @@ def sha(data: bytes) -> str:
 
 def put(storage: Storage, key: str, data: bytes, *, sha256: str | None = None, size: int | None = -1) -> None:
     storage.put_file(
-        key, io.BytesIO(data), sha256=sha256 or sha(data), size=len(data) if size == -1 else size,
-        content_type=BINARY, cache_control=FILE_CACHE_CONTROL,
+        key,
+        io.BytesIO(data),
+        sha256=sha256 or sha(data),
+        size=len(data) if size == -1 else size,
+        content_type=BINARY,
+        cache_control=FILE_CACHE_CONTROL,
     )
 
 
@@ -81,8 +85,12 @@ def test_content_types_follow_the_key():
     assert content_type_for("simple/foo/index.html") == HTML_PAGE
     assert content_type_for("simple/foo/index.v1_json") == JSON_PAGE == "application/vnd.pypi.simple.v1+json"
     assert content_type_for(".pypi-cdn/state.json") == "application/json"
-    for key in ("packages/ab/cd/ef/foo-1.0-py3-none-any.whl", "packages/ab/cd/ef/foo-1.0.tar.gz",
-                "packages/ab/cd/ef/foo-1.0-py3-none-any.whl.metadata", "packages/ab/cd/ef/foo-1.0.zip"):
+    for key in (
+        "packages/ab/cd/ef/foo-1.0-py3-none-any.whl",
+        "packages/ab/cd/ef/foo-1.0.tar.gz",
+        "packages/ab/cd/ef/foo-1.0-py3-none-any.whl.metadata",
+        "packages/ab/cd/ef/foo-1.0.zip",
+    ):
         assert content_type_for(key) == BINARY == "application/octet-stream"
 
 
@@ -197,8 +205,15 @@ def test_put_file_lets_inspect_read_the_verified_local_copy_before_it_is_visible
         local.seek(len(data) - 32)  # seekable, as zipfile needs
         seen.append(local.read())
 
-    stored = storage.put_file("packages/f.whl", io.BytesIO(data), sha256=sha(data), size=len(data),
-                              content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=inspect)
+    stored = storage.put_file(
+        "packages/f.whl",
+        io.BytesIO(data),
+        sha256=sha(data),
+        size=len(data),
+        content_type=BINARY,
+        cache_control=FILE_CACHE_CONTROL,
+        inspect=inspect,
+    )
     assert stored == len(data)
     assert seen == [data, data[-32:]]
     assert storage.get_bytes("packages/f.whl")[0] == data  # whatever inspect read, the whole file is stored
@@ -207,8 +222,15 @@ def test_put_file_lets_inspect_read_the_verified_local_copy_before_it_is_visible
 def test_put_file_does_not_inspect_what_fails_verification(storage):
     seen = []
     with pytest.raises(ChecksumMismatch):
-        storage.put_file("packages/f.whl", io.BytesIO(b"evil"), sha256=sha(b"good"), size=4,
-                         content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=seen.append)
+        storage.put_file(
+            "packages/f.whl",
+            io.BytesIO(b"evil"),
+            sha256=sha(b"good"),
+            size=4,
+            content_type=BINARY,
+            cache_control=FILE_CACHE_CONTROL,
+            inspect=seen.append,
+        )
     assert seen == []
 
 
@@ -217,8 +239,15 @@ def test_an_inspect_error_aborts_the_put(storage):
         raise RuntimeError("cannot read this")
 
     with pytest.raises(RuntimeError, match="cannot read this"):
-        storage.put_file("packages/f.whl", io.BytesIO(b"data"), sha256=sha(b"data"), size=4,
-                         content_type=BINARY, cache_control=FILE_CACHE_CONTROL, inspect=inspect)
+        storage.put_file(
+            "packages/f.whl",
+            io.BytesIO(b"data"),
+            sha256=sha(b"data"),
+            size=4,
+            content_type=BINARY,
+            cache_control=FILE_CACHE_CONTROL,
+            inspect=inspect,
+        )
     assert storage.head("packages/f.whl") is None
     assert list(storage.list("")) == []
     if isinstance(storage, FolderStorage):
@@ -403,8 +432,14 @@ def test_folder_upload_errors_from_the_source_pass_through_unchanged(tmp_path):
 def test_s3_put_file_is_one_request_with_metadata_and_checksum(proxied):
     store, s3 = proxied
     data = b"x" * 100_000
-    store.put_file("packages/f.whl", io.BytesIO(data), sha256=sha(data), size=len(data),
-                   content_type=BINARY, cache_control=FILE_CACHE_CONTROL)
+    store.put_file(
+        "packages/f.whl",
+        io.BytesIO(data),
+        sha256=sha(data),
+        size=len(data),
+        content_type=BINARY,
+        cache_control=FILE_CACHE_CONTROL,
+    )
     assert s3.counts == {"PUT": 1}
     stored = s3.client.head_object(Bucket=s3.bucket, Key="mirror/packages/f.whl", ChecksumMode="ENABLED")
     assert stored["ContentType"] == BINARY
@@ -530,7 +565,11 @@ def peak_growth_mib(dest: str, endpoint_url: str | None, size: int) -> float:
     """VmHWM growth of a fresh interpreter storing a generated `size`-byte stream (the test's own RSS untouched)."""
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, dest, endpoint_url or "", str(size)],
-        capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).parent.parent,
     )
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip()) / 1024

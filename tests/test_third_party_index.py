@@ -31,7 +31,8 @@ def pypiserver(tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port), str(packages)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -68,7 +69,8 @@ def test_mirror_from_pypiserver_html_only_without_change_feed(pypiserver, tmp_pa
     assert json_page["meta"]["api-version"] == "1.1"
     assert {f["filename"]: (f["hashes"]["sha256"], f["size"]) for f in json_page["files"]} == {
         name: (hashlib.sha256(body).hexdigest(), len(body))
-        for name, body in contents.items() if name.lower().startswith("demo")
+        for name, body in contents.items()
+        if name.lower().startswith("demo")
     }
 
     (packages / "other-2.1.tar.gz").write_bytes(b"a new release")

@@ -353,8 +353,9 @@ def test_root_listing_skips_invalid_names_and_rejects_a_broken_page(upstream, ca
     with caplog.at_level(logging.WARNING, logger="sync.upstream"):
         assert client_for(upstream).list_projects() == {"ok-name": None}
     assert "'bad name!'" in caplog.text
-    upstream.override_path("/simple/", b'{"meta": {"api-version": "1.1"}, "projects": {}}',
-                           "application/vnd.pypi.simple.v1+json")
+    upstream.override_path(
+        "/simple/", b'{"meta": {"api-version": "1.1"}, "projects": {}}', "application/vnd.pypi.simple.v1+json"
+    )
     with pytest.raises(UpstreamError, match="projects must be a JSON array"):
         client_for(upstream).list_projects()
 
@@ -513,8 +514,9 @@ def test_open_file_retries_then_names_the_url_on_failure(upstream, fake_index):
     upstream.inject(r"^/packages/", Fault.status(502))
     with client.open_file(upstream.url + path) as body:
         assert body.read() == b"tiny"
-    with pytest.raises(UpstreamError, match=r"/packages/nope/tiny\.tar\.gz: HTTP 404"), client.open_file(
-        upstream.url + "/packages/nope/tiny.tar.gz"
+    with (
+        pytest.raises(UpstreamError, match=r"/packages/nope/tiny\.tar\.gz: HTTP 404"),
+        client.open_file(upstream.url + "/packages/nope/tiny.tar.gz"),
     ):
         pass
 
@@ -552,7 +554,9 @@ OMIT = object()
 
 def json_page(*entries: dict[str, object], **fields: object) -> dict[str, object]:
     page: dict[str, object] = {
-        "meta": {"api-version": "1.1", "_last-serial": 42}, "name": "demo", "files": list(entries)
+        "meta": {"api-version": "1.1", "_last-serial": 42},
+        "name": "demo",
+        "files": list(entries),
     }
     page.update(fields)
     return page
@@ -582,30 +586,32 @@ PYPI_JSON_EXCERPT = """{"files":[
 FILES_HOST = "https://files.pythonhosted.org/packages"
 META_SHA = "7a8a8a23a5e1e9b1c7a4ea63c19e4bd0e5b3a3fbc5b5f0c9ce18e30c7e2c29f8"
 # The same as https://pypi.org/simple/pip/ serves it as HTML, plus a newer yanked wheel.
-PYPI_HTML_EXCERPT = "\n".join([
-    "<!DOCTYPE html>",
-    "<html>",
-    "  <head>",
-    '    <meta name="pypi:repository-version" content="1.3">',
-    "    <title>Links for pip</title>",
-    "  </head>",
-    "  <body>",
-    "    <h1>Links for pip</h1>",
-    f'    <a href="{FILES_HOST}/3d/9d/1e313763bdfb6a48977b65829c6ce2a43eaae29ea2f907c8bbef024a7219/pip-0.2.tar.gz'
-    '#sha256=88bb8d029e1bf4acd0e04d300104b7440086f94cc1ce1c5c3c31e3293aee1f81" >pip-0.2.tar.gz</a><br />',
-    f'    <a href="{FILES_HOST}/e0/63/b428aaca15fcd98c39b07ca7149e24bc14205ad0f1c80ba2b01835aedde1/'
-    'pip-23.3-py3-none-any.whl#sha256=bc38bb52bc286514f8f7cb3a1ba5ed100b76aaef29b521d48574329331c5ae7b" '
-    'data-requires-python="&gt;=3.7" data-yanked="See https://github.com/pypa/pip/issues/12345 &amp; &lt;co&gt;" '
-    f'data-dist-info-metadata="sha256={META_SHA}" data-core-metadata="sha256={META_SHA}">'
-    "pip-23.3-py3-none-any.whl</a><br />",
-    f'    <a href="{FILES_HOST}/47/6a/453160888fab7c6a432a6e25f8afe6256d0d9f2cbd25971021da6491d899/'
-    'pip-23.3.1-py3-none-any.whl#sha256=55eb67bb6171d37447e82213be585b75fe2b12b359e993773aca4de9247a052b" '
-    'data-requires-python="&gt;=3.7" data-yanked="">pip-23.3.1-py3-none-any.whl</a><br />',
-    "  </body>",
-    "</html>",
-    "<!--SERIAL 20531190-->",
-    "",
-])
+PYPI_HTML_EXCERPT = "\n".join(
+    [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        '    <meta name="pypi:repository-version" content="1.3">',
+        "    <title>Links for pip</title>",
+        "  </head>",
+        "  <body>",
+        "    <h1>Links for pip</h1>",
+        f'    <a href="{FILES_HOST}/3d/9d/1e313763bdfb6a48977b65829c6ce2a43eaae29ea2f907c8bbef024a7219/pip-0.2.tar.gz'
+        '#sha256=88bb8d029e1bf4acd0e04d300104b7440086f94cc1ce1c5c3c31e3293aee1f81" >pip-0.2.tar.gz</a><br />',
+        f'    <a href="{FILES_HOST}/e0/63/b428aaca15fcd98c39b07ca7149e24bc14205ad0f1c80ba2b01835aedde1/'
+        'pip-23.3-py3-none-any.whl#sha256=bc38bb52bc286514f8f7cb3a1ba5ed100b76aaef29b521d48574329331c5ae7b" '
+        'data-requires-python="&gt;=3.7" data-yanked="See https://github.com/pypa/pip/issues/12345 &amp; &lt;co&gt;" '
+        f'data-dist-info-metadata="sha256={META_SHA}" data-core-metadata="sha256={META_SHA}">'
+        "pip-23.3-py3-none-any.whl</a><br />",
+        f'    <a href="{FILES_HOST}/47/6a/453160888fab7c6a432a6e25f8afe6256d0d9f2cbd25971021da6491d899/'
+        'pip-23.3.1-py3-none-any.whl#sha256=55eb67bb6171d37447e82213be585b75fe2b12b359e993773aca4de9247a052b" '
+        'data-requires-python="&gt;=3.7" data-yanked="">pip-23.3.1-py3-none-any.whl</a><br />',
+        "  </body>",
+        "</html>",
+        "<!--SERIAL 20531190-->",
+        "",
+    ]
+)
 
 
 def test_pypi_json_excerpt_parses():
@@ -626,8 +632,9 @@ def test_pypi_json_excerpt_parses():
 
 def test_pypi_html_excerpt_parses_with_unescaped_attributes():
     locate = http_locator("https://pypi.org/simple/pip/", "pip", frozenset({"pypi.org", "files.pythonhosted.org"}))
-    page = parse_html_page(PYPI_HTML_EXCERPT, project="pip", page_url="https://pypi.org/simple/pip/", locate=locate,
-                           serial=20531190)
+    page = parse_html_page(
+        PYPI_HTML_EXCERPT, project="pip", page_url="https://pypi.org/simple/pip/", locate=locate, serial=20531190
+    )
     assert (page.last_serial, page.versions) == (20531190, ("0.2", "23.3", "23.3.1"))
     sdist, wheel, latest = page.files
     assert (sdist.requires_python, sdist.yanked, sdist.has_metadata) == (None, False, False)
@@ -671,10 +678,16 @@ def test_html_page_of_an_unsupported_major_version_or_cut_short_is_refused():
 
 
 def test_json_details_relative_url_foreign_layout_uppercase_hash_and_legacy_metadata_key():
-    page = parse(json_page(
-        json_entry(url="../../files/demo-1.0.tar.gz", hashes={"sha256": SHA_B.upper()}, yanked="",
-                   **{"data-dist-info-metadata": {"sha256": SHA_A}, "requires-python": ""}),
-    ))
+    page = parse(
+        json_page(
+            json_entry(
+                url="../../files/demo-1.0.tar.gz",
+                hashes={"sha256": SHA_B.upper()},
+                yanked="",
+                **{"data-dist-info-metadata": {"sha256": SHA_A}, "requires-python": ""},
+            ),
+        )
+    )
     (dist,) = page.files
     assert dist.url == "https://pypi.example/files/demo-1.0.tar.gz"
     assert dist.key == f"packages/01/23/{SHA_B[4:]}/demo-1.0.tar.gz"
@@ -753,8 +766,10 @@ BAD_PAGES = {
     "metadata key collision": (
         json_page(
             json_entry(**{"core-metadata": {"sha256": SHA_B}}),
-            json_entry(filename="demo-1.0.tar.gz.metadata",
-                       url="https://files.example/packages/ab/cd/ef/demo-1.0.tar.gz.metadata"),
+            json_entry(
+                filename="demo-1.0.tar.gz.metadata",
+                url="https://files.example/packages/ab/cd/ef/demo-1.0.tar.gz.metadata",
+            ),
         ),
         "both map to",
     ),

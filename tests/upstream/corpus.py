@@ -229,4 +229,3 @@ def installable_wheel(name: str, version: str) -> tuple[str, bytes, bytes]:
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
     wheel = _wheel_zip(dist, version, metadata, {f"{dist}/__init__.py": f"VERSION = {version!r}\n".encode()})
     return f"{dist}-{version}-py3-none-any.whl", wheel, metadata
-
