@@ -24,5 +24,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not skipped:
         return
     reasons = Counter(skip_reason(report) for report in skipped)
-    summary = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common())
+    summary = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common())
     terminalreporter.write_line(f"PARTIAL RUN: {len(skipped)} skipped — {summary}", yellow=True, bold=True)
