@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import tomllib
+import types
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from sync.models import InvalidInput, normalize_project_name
 
 DEFAULT_UPSTREAM = "https://pypi.org"
 PYPI_FILE_HOST = "files.pythonhosted.org"
+
+
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
 class ConfigError(ValueError):
@@ -84,6 +88,8 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> MirrorCo
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"--config {config_file}: unknown setting(s) {', '.join(unknown)}")
+        for name, value in values.items():
+            _check_type(config_file, name, value)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     for name in ("projects", "blocklist", "platforms", "python_tags", "file_hosts"):
         if name in values:
@@ -92,3 +98,24 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> MirrorCo
         return MirrorConfig(**values)
     except TypeError as error:
         raise ConfigError(f"invalid configuration: {error}") from None
+
+
+def _check_type(config_file: Path, name: str, value: object) -> None:
+    """Refuse a TOML value whose type the field does not take (`projects = "requests"`, `workers = "4"`)."""
+    expected = get_type_hints(MirrorConfig)[name]
+    options = [
+        o for o in (get_args(expected) if isinstance(expected, types.UnionType) else (expected,)) if o is not type(None)
+    ]
+    if not any(_accepts(option, value) for option in options):
+        wanted = " or ".join(TYPE_NAMES.get(option, "a list of strings") for option in options)
+        raise ConfigError(f"--config {config_file}: {name} = {value!r} must be {wanted}")
+
+
+def _accepts(option: Any, value: object) -> bool:
+    if isinstance(value, bool):  # TOML's true/false are no numbers here
+        return option is bool
+    if get_origin(option) is tuple:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if option is float:
+        return isinstance(value, int | float)
+    return isinstance(value, option)

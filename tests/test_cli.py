@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sync.cli import EXIT_CODES, build_parser
+from sync.config import MirrorConfig, load_config
 from sync.lease import acquire
 from sync.storage import open_storage
 from tests.upstream.server import Fault
@@ -84,6 +85,33 @@ def test_bad_config_file_is_named(tmp_path):
     result = run_cli("mirror", "--dest", str(tmp_path / "m"), "--config", str(config))
     assert result.returncode == 2
     assert f"--config {config}: unknown setting(s) workerz" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('projects = "requests"', "projects = 'requests' must be a list of strings"),
+        ('workers = "4"', "workers = '4' must be an integer"),
+        ("workers = true", "workers = True must be an integer"),
+        ("file_hosts = [1]", "file_hosts = [1] must be a list of strings"),
+        ("max_file_size = 1.5", "max_file_size = 1.5 must be an integer"),
+        ('lease_ttl = "long"', "lease_ttl = 'long' must be a number"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_named(tmp_path, line, message):
+    config = tmp_path / "mirror.toml"
+    config.write_text(line + "\n")
+    result = run_cli("mirror", "--dest", str(tmp_path / "m"), "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --config {config}: {message}"
+
+
+def test_config_values_of_the_right_type_are_taken(tmp_path):
+    config = tmp_path / "mirror.toml"
+    config.write_text('projects = ["Six"]\nworkers = 4\nlease_ttl = 60\ncontact = "ops@example.org"\n')
+    assert load_config(config, {"dest": str(tmp_path / "m")}) == MirrorConfig(
+        dest=str(tmp_path / "m"), projects=("six",), workers=4, lease_ttl=60, contact="ops@example.org"
+    )
 
 
 def test_unreachable_upstream_exits_3_with_one_sentence(tmp_path):
