@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import boto3
@@ -45,6 +46,7 @@ from sync.models import InvalidInput, normalize_project_name
 from sync.progress import Reporter
 from sync.render import parse_published_json
 from sync.state import STATE_KEY, MirrorState, ProjectState, load_state, save_state
+from sync.status import pass_status, previous_sync, write_status
 from sync.storage import STATE_PREFIX, StorageError, open_storage
 from sync.upstream import UpstreamClient
 
@@ -294,6 +296,7 @@ class PlannerResult:
     roster_changes: int = 0
     root_written: bool = False
     serial: int | None = None
+    projects: int = 0  # projects the mirror holds after the pass
     invalidated_paths: int = 0
     busy: bool = False  # another planner held the destination's lease: nothing was done
     results: list[ProjectResult] = field(default_factory=list, repr=False)
@@ -303,7 +306,8 @@ class PlannerResult:
 
 
 class Planner:
-    """One planner run: plan, hand the work off (inline or fan-out), fold roster markers, checkpoint."""
+    """One planner run: plan, hand the work off (inline or fan-out), fold roster markers, checkpoint, publish the
+    mirror's status."""
 
     def __init__(
         self,
@@ -314,6 +318,7 @@ class Planner:
         fan_out: Dispatcher | None,
         edge: EdgeRefresher | None,
         change_times: Callable[[], dict[int, float]] = dict,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.mirror = mirror
         self.storage = mirror.storage
@@ -323,16 +328,27 @@ class Planner:
         self.fan_out = fan_out
         self.edge = edge
         self.change_times = change_times
+        self.clock = clock
 
     def run(self, deadline: Deadline, *, owner: str, backfill: bool = False) -> PlannerResult:
-        """Plan and hand off; a run with nothing to do reads the change feed once and writes nothing."""
+        """One pass, then the status; a pass with nothing to do reads the change feed once and writes the status only.
+
+        A pass that raises writes no status, so the status's `last_check` ages; one that found another planner
+        holding the lease leaves the status to that planner.
+        """
+        result = self._pass(deadline, owner=owner, backfill=backfill)
+        if not result.busy:
+            self._publish_status(result)
+        return result
+
+    def _pass(self, deadline: Deadline, *, owner: str, backfill: bool) -> PlannerResult:
         found = self.storage.get_bytes(STATE_KEY)
         state = MirrorState.from_json(found[0]) if found else None
         plan = self._plan(state, backfill)
         markers = self._roster_markers()
         if state is not None and not plan.projects and not markers and not state.incomplete:
             self.reporter.event("up_to_date", serial=state.serial)
-            return PlannerResult(serial=state.serial)
+            return PlannerResult(serial=state.serial, projects=len(state.projects))
         try:
             lease = acquire(self.storage, owner=owner, ttl=self.mirror.config.lease_ttl)
         except LeaseHeld as error:  # an overlapping invocation is mid-pass: it does this work
@@ -383,6 +399,7 @@ class Planner:
             roster_changes=len(folded),
             root_written=root_written,
             serial=state.serial,
+            projects=len(state.projects),
             results=dispatched.results,
         )
         changed = [r.name for r in dispatched.results if r.outcome in (Outcome.UPDATED, Outcome.REMOVED)]
@@ -390,6 +407,21 @@ class Planner:
             outcome.invalidated_paths = len(self.edge.refresh(changed, root=root_written).paths)
         self.reporter.event("planner_finished", **outcome.summary())
         return outcome
+
+    def _publish_status(self, result: PlannerResult) -> None:
+        """Rewrite the public status; a failure is reported, never fatal (the pass itself is done and saved)."""
+        try:
+            status = pass_status(
+                upstream=self.mirror.config.upstream,
+                last_serial=result.serial,
+                projects=result.projects,
+                pending=result.left_pending,
+                now=self.clock(),
+                synced_before=previous_sync(self.storage) if result.left_pending else None,
+            )
+            write_status(self.storage, status)
+        except StorageError as error:
+            self.reporter.event("status_failed", level="warning", error=str(error))
 
     # --------------------------------------------------------------------------------------------- roster
     def _roster_markers(self) -> list[str]:

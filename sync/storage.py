@@ -22,6 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 PAGE_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400"
 STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
+STATUS_KEY = "status.json"  # public: the mirror's status (sync/status.py), rewritten by every planner pass
+STATUS_CACHE_CONTROL = "public, max-age=10"  # a status read at the edge is at most seconds old
 
 COPY_CHUNK = 1024 * 1024  # bytes read from a source stream at a time
 # Spools (S3 uploads, root pages, the state) stay in RAM up to this size, then spill to a temp file: with a file

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import boto3
@@ -31,9 +34,10 @@ from sync.lease import LeaseHeld, acquire
 from sync.mirror import Mirror
 from sync.progress import Reporter
 from sync.state import load_state, save_state
-from sync.storage import open_storage
+from sync.storage import STATUS_CACHE_CONTROL, STATUS_KEY, open_storage
 from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
+from tests.s3proxy import Fault as S3Fault
 from tests.upstream.server import Fault
 
 SAMPLE = ["foo-bar", "tiny", "zope-hookable"]
@@ -206,7 +210,7 @@ def test_first_run_syncs_a_small_index_inline_and_publishes_the_root(aws, caplog
     assert [(r.planned, r.synced_inline, r.root_written) for r in finished] == [(3, 3, True)]
 
 
-def test_idle_run_makes_one_upstream_request_and_writes_nothing(monkeypatch, upstream, s3_proxy_dest):
+def test_idle_run_makes_one_upstream_request_and_writes_only_the_status(monkeypatch, upstream, s3_proxy_dest):
     aws = Lambda(monkeypatch, upstream, s3_proxy_dest)
     aws.plan()
     upstream.reset_log()
@@ -214,7 +218,67 @@ def test_idle_run_makes_one_upstream_request_and_writes_nothing(monkeypatch, ups
     summary = aws.plan()
     assert summary["planned"] == 0
     assert len(upstream.requests) == 1
-    assert sum(s3_proxy_dest.counts[verb] for verb in WRITES) == 0
+    writes = [(verb, key) for verb, key in s3_proxy_dest.proxy.log if verb in WRITES]
+    assert writes == [("PUT", s3_proxy_dest.object_key(STATUS_KEY))]
+
+
+def parse_time(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+
+
+def status(aws: Lambda) -> dict:
+    found = aws.storage.get_bytes(STATUS_KEY)
+    assert found is not None
+    return json.loads(found[0])
+
+
+def test_every_pass_publishes_the_status_and_a_pass_with_work_left_keeps_the_last_sync(aws, fake_index):
+    first = aws.plan()
+    published = status(aws)
+    assert set(published) == {
+        "upstream", "api_version", "last_serial", "projects", "pending", "last_check", "last_sync", "lag_seconds"
+    }  # fmt: skip
+    assert published["upstream"] == os.environ["PYPI_CDN_UPSTREAM"]
+    assert (published["api_version"], published["last_serial"], published["projects"]) == ("1.1", first["serial"], 3)
+    assert (published["pending"], published["lag_seconds"]) == (0, 0)
+    assert published["last_sync"] == published["last_check"]
+    assert abs(parse_time(published["last_check"]) - time.time()) < 60
+    response = aws.s3.client.get_object(Bucket=aws.s3.bucket, Key=aws.s3.object_key(STATUS_KEY))
+    assert (response["ContentType"], response["CacheControl"]) == ("application/json", STATUS_CACHE_CONTROL)
+
+    fake_index.add_file("tiny", "tiny-9.0.tar.gz", b"tiny nine", version="9.0")
+    time.sleep(1.1)  # the status counts whole seconds
+    out_of_time = aws.plan(remaining_ms=500)  # the change is planned but left pending
+    assert out_of_time["left_pending"] == 1
+    behind = status(aws)
+    assert (behind["pending"], behind["last_serial"], behind["last_sync"]) == (
+        1,
+        fake_index.serial,
+        published["last_sync"],
+    )
+    assert behind["lag_seconds"] == parse_time(behind["last_check"]) - parse_time(published["last_sync"]) >= 1
+    aws.plan()
+    caught_up = status(aws)
+    assert (caught_up["pending"], caught_up["lag_seconds"]) == (0, 0)
+    assert caught_up["last_sync"] == caught_up["last_check"] >= behind["last_check"]
+
+
+def test_the_status_names_the_upstream_without_its_credentials(monkeypatch, upstream, s3_dest):
+    credentialed = upstream.url.replace("http://", "http://mirror:s3cret@")
+    aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_UPSTREAM=credentialed)
+    aws.plan()
+    assert status(aws)["upstream"] == upstream.url
+    assert b"s3cret" not in aws.storage.get_bytes(STATUS_KEY)[0]
+
+
+def test_a_planner_that_cannot_write_the_status_still_finishes_its_pass(monkeypatch, upstream, s3_proxy_dest):
+    aws = Lambda(monkeypatch, upstream, s3_proxy_dest)
+    denied = S3Fault.error(403, "AccessDenied", "Access Denied")
+    s3_proxy_dest.proxy.inject("PUT", re.escape(STATUS_KEY), denied, times=10)
+    summary = aws.plan()
+    assert summary["synced_inline"] == 3
+    assert aws.storage.get_bytes(STATUS_KEY) is None
+    assert load_state(aws.storage).serial == summary["serial"]
 
 
 def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatch, upstream, fake_index, s3_dest):
