@@ -2,7 +2,9 @@
 
 Behaviours: `/packages/*` is immutable (a year at the edge, compressed); `/simple/*` and everything else go through
 the function, which rewrites a page URL to the stored variant (`index.html` or `index.v1_json`) by Accept, so the
-URI alone keys the cache. Pages have a short TTL and the origin's `stale-while-revalidate` is honoured.
+URI alone keys the cache. Pages have a short TTL and the origin's `stale-while-revalidate` is honoured; the status
+(`/status.json`) a shorter one. The distribution's additional CloudWatch metrics (cache hit rate, origin latency,
+error rates by status) are on, for the dashboard.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import pulumi_aws as aws
 
 from infra.edge import VIEWER_REQUEST_JS
 from infra.origin import deny_insecure_transport, private_bucket
+from sync.storage import STATUS_KEY
 
 CLOUDFRONT_REGION = "us-east-1"  # ACM certificates for CloudFront and CloudFront's log delivery live here
 YEAR = 365 * 24 * 3600
 DAY = 24 * 3600
 PAGE_DEFAULT_TTL = 60  # pages without Cache-Control: a minute at the edge
 PAGE_MAX_TTL = 300  # whatever the origin says, a page is refetched (or revalidated) within 5 minutes
+STATUS_PATH = f"/{STATUS_KEY}"  # the mirror's public status, rewritten by every planner pass
+STATUS_DEFAULT_TTL = 10  # a status without Cache-Control
+STATUS_MAX_TTL = 30  # at most half a minute old at the edge, whatever the origin says
 ERROR_CACHING_SECONDS = 10  # a page that does not exist yet is asked for again soon
 MINIMUM_PROTOCOL_VERSION = "TLSv1.2_2021"
 LOG_RETENTION_DAYS = 90
@@ -116,6 +122,15 @@ class Cdn(pulumi.ComponentResource):
             parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
             opts=child,
         )
+        status_policy = aws.cloudfront.CachePolicy(
+            f"{name}-status",
+            comment="pypi-cdn /status.json: seconds at the edge",
+            min_ttl=0,
+            default_ttl=STATUS_DEFAULT_TTL,
+            max_ttl=STATUS_MAX_TTL,
+            parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
+            opts=child,
+        )
         headers_policy = aws.cloudfront.ResponseHeadersPolicy(
             f"{name}-security-headers",
             comment="pypi-cdn: HSTS, nosniff, no framing, no referrer leaks, no active content",
@@ -167,6 +182,7 @@ class Cdn(pulumi.ComponentResource):
             ordered_cache_behaviors=[
                 cache_behavior("/packages/*", files_policy.id),
                 cache_behavior("/simple/*", pages_policy.id, functions=[function_association]),
+                cache_behavior(STATUS_PATH, status_policy.id, functions=[function_association]),
             ],
             # `/simple` without a slash (redirected by the function) and everything else (404 from the function).
             default_cache_behavior=aws.cloudfront.DistributionDefaultCacheBehaviorArgs(
@@ -193,6 +209,16 @@ class Cdn(pulumi.ComponentResource):
                 geo_restriction=aws.cloudfront.DistributionRestrictionsGeoRestrictionArgs(restriction_type="none")
             ),
             viewer_certificate=viewer_certificate,
+            opts=child,
+        )
+        aws.cloudfront.MonitoringSubscription(
+            f"{name}-additional-metrics",
+            distribution_id=self.distribution.id,
+            monitoring_subscription=aws.cloudfront.MonitoringSubscriptionMonitoringSubscriptionArgs(
+                realtime_metrics_subscription_config=aws.cloudfront.MonitoringSubscriptionMonitoringSubscriptionRealtimeMetricsSubscriptionConfigArgs(
+                    realtime_metrics_subscription_status="Enabled"
+                )
+            ),
             opts=child,
         )
         self.distribution_arn = self.distribution.arn

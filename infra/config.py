@@ -1,8 +1,9 @@
-"""The stack's configuration: every `pypi-cdn:*` key, parsed and validated into one frozen dataclass.
+"""The mirror's inputs: every `pypi-cdn:*` key, parsed and validated into one frozen dataclass, PypiMirrorArgs.
 
-`parse_config` is pure (plain mapping in, StackConfig out) so tests call it with dicts; `load_config` feeds it the
-Pulumi config. Defaults here equal the ones declared in Pulumi.yaml (a test holds them together). A bad value raises
-ConfigError naming the key before any resource is declared.
+`parse_config` is pure (plain mapping in, PypiMirrorArgs out) so tests call it with dicts; `load_config` feeds it the
+Pulumi config; `validated` checks args built in code (PypiMirror validates the args it is given). Defaults here
+equal the ones declared in Pulumi.yaml (a test holds them together). A bad value raises ConfigError naming the key
+before any resource is declared.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,30 +32,68 @@ INVALIDATION_MODES = ("targeted", "wildcard", "ttl")
 MAX_REDIRECTORS = 8  # Route53 answers a multivalue query with at most 8 healthy records
 
 
+def _input(default: Any, doc: str) -> Any:
+    """A PypiMirrorArgs field: its default and its one-line description (the README's inputs table shows it)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message starts with the key (`pypi-cdn:<key>`)."""
 
 
 @dataclass(frozen=True)
-class StackConfig:
-    """Everything the program reads from `pypi-cdn:*` config, validated."""
+class PypiMirrorArgs:
+    """The inputs of `PypiMirror` (infra/stack.py), one per `pypi-cdn:*` config key; `validated` checks them.
 
-    domain: str | None = None
-    zone_name: str | None = None
-    cdn_hostname: str | None = None  # cdn.<domain> unless set; None without a domain
-    redirectors: int = 2  # 0 without a domain
-    redirector_instance_type: str = "t4g.micro"
-    upstream: str = "https://pypi.org"
-    projects: tuple[str, ...] = ()  # normalized allowlist; empty = the whole index
-    sync_schedule: str = "rate(1 minute)"
-    price_class: str = "PriceClass_100"
-    alarm_email: str | None = None
-    dynamic_origin: str = "https://pypi.org"
-    sync_contact: str | None = None
-    invalidation_mode: str = "targeted"
-    invalidation_monthly_budget_usd: int = 5
-    lag_alarm_seconds: int = 600
-    inline_sync_threshold: int = 50
+    Each field's `doc` is the key's description in Pulumi.yaml (a test holds them equal); "empty" means None here.
+    """
+
+    domain: str | None = _input(
+        None, "Name clients use (e.g. pypi.example.org). Empty = CloudFront's own domain only, no DNS, no redirectors."
+    )
+    zone_name: str | None = _input(
+        None, "Route53 public hosted zone that holds domain and cdnHostname (looked up by name). Required with domain."
+    )
+    cdn_hostname: str | None = _input(
+        None, "CloudFront's alias; the redirectors send /simple and /packages here. Empty = cdn.<domain>."
+    )
+    redirectors: int = _input(
+        2, "Redirector instances, one per availability zone in turn (0-8). 0 = domain aliases straight to CloudFront."
+    )
+    redirector_instance_type: str = _input(
+        "t4g.micro", "EC2 instance type of the redirectors (Graviton types get the arm64 AMI)."
+    )
+    upstream: str = _input("https://pypi.org", "The index the sync function mirrors (https only).")
+    projects: tuple[str, ...] = _input((), "Allowlist of project names to mirror. Empty = the whole index.")
+    sync_schedule: str = _input(
+        "rate(1 minute)", "EventBridge Scheduler expression for the planner (rate(...), cron(...) or at(...))."
+    )
+    price_class: str = _input(
+        "PriceClass_100", "CloudFront price class (PriceClass_100, PriceClass_200 or PriceClass_All)."
+    )
+    alarm_email: str | None = _input(
+        None, "Address subscribed to the alarm topics (confirm the e-mail AWS sends). Empty = alarms without e-mail."
+    )
+    dynamic_origin: str = _input(
+        "https://pypi.org", "Where the redirectors proxy every path that is not /simple, /packages or /health."
+    )
+    sync_contact: str | None = _input(
+        None, "Contact (e-mail or URL) put in the sync's User-Agent, as PyPI asks of mirrors."
+    )
+    invalidation_mode: str = _input(
+        "targeted",
+        "How changed pages leave the edge caches. targeted = one path per changed page, wildcard = /simple/*, "
+        "ttl = wait for the short TTL.",
+    )
+    invalidation_monthly_budget_usd: int = _input(
+        5, "Monthly spend on paid invalidation paths (beyond the free 1,000) before the sync falls back to the TTL."
+    )
+    lag_alarm_seconds: int = _input(
+        600, "Alarm when the mirror lags upstream by more than this many seconds (metric pypi-cdn/MirrorLagSeconds)."
+    )
+    inline_sync_threshold: int = _input(
+        50, "Changed projects the planner syncs itself; more are fanned out to the queue workers."
+    )
 
     @property
     def redirector_architecture(self) -> str:
@@ -97,7 +136,7 @@ def _string_list(key: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-# Config key -> (StackConfig field, parser). The keys are exactly Pulumi.yaml's.
+# Config key -> (PypiMirrorArgs field, parser). The keys are exactly Pulumi.yaml's.
 KEYS: dict[str, tuple[str, Parser]] = {
     "domain": ("domain", _optional_text),
     "zoneName": ("zone_name", _optional_text),
@@ -118,14 +157,23 @@ KEYS: dict[str, tuple[str, Parser]] = {
 }
 
 
-def parse_config(values: Mapping[str, object]) -> StackConfig:
+def parse_config(values: Mapping[str, object]) -> PypiMirrorArgs:
     """Validate `values` (config key -> raw value; absent or empty optional keys take the defaults)."""
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(f"pypi-cdn:{unknown[0]}: unknown key (known: {', '.join(KEYS)})")
+    raw: dict[str, Any] = {KEYS[key][0]: value for key, value in values.items()}  # parsed by `validated`
+    return validated(PypiMirrorArgs(**raw))
+
+
+def validated(args: PypiMirrorArgs) -> PypiMirrorArgs:
+    """`args` type-checked, checked against every rule and completed (normalized allowlist, cdn.<domain>, no
+    redirectors without a domain); ConfigError names the config key of the first bad value."""
     # Each key's parser returns its field's type; the table mixes types, hence Any.
-    parsed: dict[str, Any] = {KEYS[key][0]: KEYS[key][1](key, value) for key, value in values.items()}
-    config = StackConfig(**parsed)
+    parsed: dict[str, Any] = {
+        name: parse(key, value) for key, (name, parse) in KEYS.items() if (value := getattr(args, name)) is not None
+    }
+    config = replace(PypiMirrorArgs(), **parsed)
     _check(config)
     projects = tuple(dict.fromkeys(_project_name(name) for name in config.projects))
     if config.domain is None:
@@ -138,7 +186,7 @@ def parse_config(values: Mapping[str, object]) -> StackConfig:
     )
 
 
-def _check(config: StackConfig) -> None:
+def _check(config: PypiMirrorArgs) -> None:
     """Every rule that a single key or a pair of keys must satisfy."""
     _check_names(config)
     if not 0 <= config.redirectors <= MAX_REDIRECTORS:
@@ -169,7 +217,7 @@ def _check(config: StackConfig) -> None:
             raise ConfigError(f"pypi-cdn:{key}: {number} is below the minimum {minimum}")
 
 
-def _check_names(config: StackConfig) -> None:
+def _check_names(config: PypiMirrorArgs) -> None:
     """domain, zoneName and cdnHostname: well-formed, and the names inside the zone."""
     if config.domain is None:
         for key, value in (("zoneName", config.zone_name), ("cdnHostname", config.cdn_hostname)):
@@ -228,7 +276,7 @@ def _check_origin(key: str, url: str, *, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"pypi-cdn:{key}: {url!r} must not have a path, query or fragment")
 
 
-def load_config() -> StackConfig:
+def load_config() -> PypiMirrorArgs:
     """The stack's configuration from Pulumi (`pypi-cdn:*` keys), validated."""
     pulumi_config = pulumi.Config("pypi-cdn")
     raw: dict[str, object] = {}

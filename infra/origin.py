@@ -9,6 +9,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from sync.storage import STATUS_KEY
+
 PUBLIC_PREFIXES = ("simple/", "packages/")  # what CloudFront may read; the sync's state prefix stays private
 
 
@@ -25,7 +27,8 @@ def deny_insecure_transport(bucket_arn: str) -> dict[str, Any]:
 
 
 def origin_bucket_policy(bucket_arn: str, distribution_arn: str) -> dict[str, Any]:
-    """TLS only; the distribution (through OAC, pinned by aws:SourceArn) may GET the public prefixes, nothing else."""
+    """TLS only; the distribution (through OAC, pinned by aws:SourceArn) may GET the public prefixes and the status,
+    nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -35,7 +38,7 @@ def origin_bucket_policy(bucket_arn: str, distribution_arn: str) -> dict[str, An
                 "Effect": "Allow",
                 "Principal": {"Service": "cloudfront.amazonaws.com"},
                 "Action": "s3:GetObject",
-                "Resource": [f"{bucket_arn}/{prefix}*" for prefix in PUBLIC_PREFIXES],
+                "Resource": [*(f"{bucket_arn}/{prefix}*" for prefix in PUBLIC_PREFIXES), f"{bucket_arn}/{STATUS_KEY}"],
                 "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}},
             },
         ],

@@ -4,7 +4,7 @@ The planner runs at `syncSchedule`, reads the upstream change feed and syncs a f
 them; workers take project names off the queue (partial batch failures: only the failed messages come back, and
 after 5 receives a message goes to the dead-letter queue). Both run the same bundle of `sync/` (Python 3.13 on
 arm64). The role grants exactly: objects under the mirror's three prefixes, listing the bucket, invalidations of
-this distribution, this queue, and the two log groups.
+this distribution, this queue, and the two log groups; the planner also writes the public status object.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pulumi_aws as aws
 
 from infra.bundle import Bundle
 from infra.redirectors import assume_role_policy
-from sync.storage import STATE_PREFIX
+from sync.storage import STATE_PREFIX, STATUS_KEY
 
 RUNTIME = "python3.13"
 ARCHITECTURE = "arm64"
@@ -52,7 +52,7 @@ def sync_role_policy(
                 "Sid": "MirrorObjects",
                 "Effect": "Allow",
                 "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-                "Resource": [f"{bucket_arn}/{prefix}*" for prefix in MIRROR_PREFIXES],
+                "Resource": [*(f"{bucket_arn}/{prefix}*" for prefix in MIRROR_PREFIXES), f"{bucket_arn}/{STATUS_KEY}"],
             },
             {"Sid": "ListMirror", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
             {
@@ -121,6 +121,8 @@ class SyncFunction(pulumi.ComponentResource):
     planner_name: pulumi.Output[str]
     worker_name: pulumi.Output[str]
     queue_url: pulumi.Output[str]
+    queue_name: pulumi.Output[str]
+    dead_letters_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: SyncFunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pypi-cdn:index:SyncFunction", name, None, opts)
@@ -270,8 +272,16 @@ class SyncFunction(pulumi.ComponentResource):
         self.planner_name = planner.name
         self.worker_name = worker.name
         self.queue_url = queue.url
+        self.queue_name = queue.name
+        self.dead_letters_name = dead_letters.name
         self.register_outputs(
-            {"planner_name": self.planner_name, "worker_name": self.worker_name, "queue_url": self.queue_url}
+            {
+                "planner_name": self.planner_name,
+                "worker_name": self.worker_name,
+                "queue_url": self.queue_url,
+                "queue_name": self.queue_name,
+                "dead_letters_name": self.dead_letters_name,
+            }
         )
 
     def _alarms(

@@ -92,6 +92,9 @@ NOT_FOUND = [
     "/index.html",
     "/robots.txt",
     "/.pypi-cdn/state.json",
+    "/status.json/",
+    "/status.jsonx",
+    "/packages/../status.json",
     "/simplex/",
     "/simple-six/",
     "/simple//",
@@ -212,9 +215,11 @@ def test_paths_outside_the_index_never_reach_the_origin(edge_function: ViewerReq
         "/packages/ab/cd/ef/torch-2.0.0%2Bcpu-cp311-cp311-linux_x86_64.whl",
         "/packages/ab/cd/ef/six-1.17.0-py2.py3-none-any.whl.metadata",
         "/packages/ab/cd/ef/six-1.17.0.tar.gz?versionId=3",
+        "/status.json",
+        "/status.json?t=1",
     ],
 )
-def test_packages_pass_through_unchanged(edge_function: ViewerRequestFunction, target: str) -> None:
+def test_packages_and_the_status_pass_through_unchanged(edge_function: ViewerRequestFunction, target: str) -> None:
     event = viewer_request_event("GET", target, [("Accept", "*/*")])
     assert edge_function(event) == event["request"]
 

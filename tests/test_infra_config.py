@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.config import KEYS, ConfigError, StackConfig, parse_config
+from infra.config import KEYS, ConfigError, PypiMirrorArgs, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PULUMI_TYPES = {str: "string", int: "integer", tuple: "array"}
@@ -22,7 +22,7 @@ def pulumi_project() -> dict[str, Any]:
 def test_pulumi_yaml_declares_exactly_the_keys_with_types_defaults_and_descriptions() -> None:
     declared = {key: spec for key, spec in pulumi_project()["config"].items() if ":" not in key}
     assert list(declared) == list(KEYS)
-    defaults = StackConfig()
+    defaults = PypiMirrorArgs()
     for key, (field, _) in KEYS.items():
         spec = declared[key]
         assert spec["description"].strip(), key
@@ -56,7 +56,7 @@ def test_example_stack_config_parses() -> None:
 
 def test_defaults_without_a_domain_have_no_redirectors() -> None:
     config = parse_config({})
-    assert config == dataclasses.replace(StackConfig(), redirectors=0)
+    assert config == dataclasses.replace(PypiMirrorArgs(), redirectors=0)
     assert config.upstream == "https://pypi.org"
     assert config.sync_schedule == "rate(1 minute)"
     assert config.cdn_hostname is None

@@ -11,6 +11,7 @@ import base64
 import functools
 import hashlib
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import pytest
 
 from infra.edge import VIEWER_REQUEST_JS
 from infra.edge.render import RedirectorSettings, render_user_data
+from infra.stack import OUTPUTS
+from sync.storage import STATUS_CACHE_CONTROL
 from tests.infra_mocks import ACCOUNT_ID, AMI_ID, AVAILABILITY_ZONES, CLOUDFRONT_ZONE_ID, ZONE_ID, run_stack
 
 DOMAIN = "pypi.example.org"
@@ -192,7 +195,7 @@ def test_origin_policy_denies_plain_http_and_lets_only_this_distribution_read_pu
             "Effect": "Allow",
             "Principal": {"Service": "cloudfront.amazonaws.com"},
             "Action": "s3:GetObject",
-            "Resource": [f"{BUCKET_ARN}/simple/*", f"{BUCKET_ARN}/packages/*"],
+            "Resource": [f"{BUCKET_ARN}/simple/*", f"{BUCKET_ARN}/packages/*", f"{BUCKET_ARN}/status.json"],
             "Condition": {"StringEquals": {"AWS:SourceArn": DISTRIBUTION_ARN}},
         },
     }
@@ -209,7 +212,7 @@ def test_cloudfront_enums_and_behaviours(stack: dict[str, Any], request: pytest.
     assert distribution["priceClass"] == expected_price
     assert distribution["priceClass"] in enum("cloudfront", "PriceClass")
     behaviours = {b["pathPattern"]: b for b in distribution["orderedCacheBehaviors"]}
-    assert list(behaviours) == ["/packages/*", "/simple/*"]
+    assert list(behaviours) == ["/packages/*", "/simple/*", "/status.json"]
     every = [*behaviours.values(), distribution["defaultCacheBehavior"]]
     for behaviour in every:
         assert behaviour["viewerProtocolPolicy"] == "https-only"
@@ -219,9 +222,11 @@ def test_cloudfront_enums_and_behaviours(stack: dict[str, Any], request: pytest.
         assert behaviour["targetOriginId"] == "mirror-bucket"
     function_arn = mock_arn(stack, "aws:cloudfront/function:Function", "cdn-viewer-request")
     pages = [behaviours["/simple/*"], distribution["defaultCacheBehavior"]]
-    for behaviour in pages:
+    for behaviour in [*pages, behaviours["/status.json"]]:
         assert behaviour["functionAssociations"] == [{"eventType": "viewer-request", "functionArn": function_arn}]
+    for behaviour in pages:
         assert behaviour["cachePolicyId"] == behaviours["/simple/*"]["cachePolicyId"]
+    assert behaviours["/status.json"]["cachePolicyId"].startswith("cdn-status-")
     assert "functionAssociations" not in behaviours["/packages/*"]
     assert behaviours["/packages/*"]["cachePolicyId"] != behaviours["/simple/*"]["cachePolicyId"]
     origin = distribution["origins"][0]
@@ -243,7 +248,10 @@ def test_cache_policies_ttls_and_keys(stack: dict[str, Any]) -> None:
     pages = named(stack, "aws:cloudfront/cachePolicy:CachePolicy", "cdn-pages")
     assert (files["minTtl"], files["defaultTtl"], files["maxTtl"]) == (86400, 31536000, 31536000)
     assert (pages["minTtl"], pages["defaultTtl"], pages["maxTtl"]) == (0, 60, 300)
-    for policy in (files, pages):
+    status = named(stack, "aws:cloudfront/cachePolicy:CachePolicy", "cdn-status")
+    assert (status["minTtl"], status["defaultTtl"], status["maxTtl"]) == (0, 10, 30)
+    assert STATUS_CACHE_CONTROL == "public, max-age=10"  # what the planner stores it with: within the edge's bounds
+    for policy in (files, pages, status):
         key = policy["parametersInCacheKeyAndForwardedToOrigin"]
         assert key["headersConfig"] == {"headerBehavior": "none"}  # Accept is folded into the URI by the function
         assert key["cookiesConfig"] == {"cookieBehavior": "none"}
@@ -385,7 +393,12 @@ def test_sync_role_grants_exactly_the_listed_permissions(stack: dict[str, Any]) 
         "MirrorObjects": (
             "Allow",
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            [f"{BUCKET_ARN}/simple/*", f"{BUCKET_ARN}/packages/*", f"{BUCKET_ARN}/.pypi-cdn/*"],
+            [
+                f"{BUCKET_ARN}/simple/*",
+                f"{BUCKET_ARN}/packages/*",
+                f"{BUCKET_ARN}/.pypi-cdn/*",
+                f"{BUCKET_ARN}/status.json",
+            ],
         ),
         "ListMirror": ("Allow", "s3:ListBucket", BUCKET_ARN),
         "InvalidateThisDistribution": (
@@ -438,6 +451,18 @@ def test_outputs_name_the_index_and_the_resources(stack: dict[str, Any], request
     index_url = f"https://{config['domain']}/simple/" if "domain" in config else outputs["cdnUrl"] + "/simple/"
     assert outputs["indexUrl"] == index_url
     assert outputs["pipConfigCommand"] == f"pip config set global.index-url {index_url}"
+    assert outputs["uvEnvironment"] == f"export UV_DEFAULT_INDEX={index_url}"
+    assert tomllib.loads(outputs["uvProjectConfig"]) == {
+        "tool": {"uv": {"index": [{"name": "pypi-cdn", "url": index_url, "default": True}]}}
+    }
+    assert outputs["statusUrl"] == outputs["cdnUrl"] + "/status.json"
+    dashboard = one(stack, "aws:cloudwatch/dashboard:Dashboard")
+    assert outputs["dashboardUrl"] == (
+        "https://console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/"
+        + dashboard["dashboardName"]
+    )
+    assert dashboard["dashboardName"] == f"pypi-cdn-{request.node.callspec.params['stack']}-mirror"
+    assert list(outputs) == [spec.name for spec in OUTPUTS]
     assert outputs["bucket"] == "origin-bucket-bucket-0001"
     assert outputs["plannerFunction"] == "sync-planner-generated"
     assert outputs["workerFunction"] == "sync-worker-generated"

@@ -2,7 +2,8 @@
 // Runs before the cache: it picks the object a request needs, so the cache key is the rewritten URI, never Accept.
 //   /simple/ and /simple/<name>/ -> simple/[<name>/]index.v1_json or index.html (PEP 691 negotiation)
 //   /simple/<name> or a non-normalized name -> 301 to /simple/<normalized>/ (PEP 503), query kept
-//   /packages/... -> unchanged; anything else, '..', backslashes and control characters -> 404
+//   /packages/... and /status.json (the mirror's status) -> unchanged
+//   anything else, '..', backslashes and control characters -> 404
 
 var JSON_TYPE = 'application/vnd.pypi.simple.v1+json';
 var HTML_TYPE = 'application/vnd.pypi.simple.v1+html';
@@ -21,6 +22,7 @@ var PROJECT_NAME = /^([a-z0-9]|[a-z0-9][a-z0-9._-]*[a-z0-9])$/i;
 var MAX_NAME_LENGTH = 200;
 var FORBIDDEN = /\.\.|[\\\u0000-\u001f\u007f]/;
 var SIMPLE_PATH = /^\/simple\/(?:([^/]+)(\/?))?$/;
+var STATUS_PATH = '/status.json';
 
 // Media ranges of an Accept header as [{type, q}]; malformed ranges are dropped.
 function parseAccept(header) {
@@ -133,6 +135,9 @@ function handler(event) {
         return notFound();
     }
     if (path.indexOf('/packages/') === 0 && path.length > '/packages/'.length) {
+        return request;
+    }
+    if (path === STATUS_PATH) {
         return request;
     }
     if (path === '/simple') {
