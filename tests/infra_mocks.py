@@ -136,15 +136,20 @@ def _config_value(value: object) -> str:
 
 
 def run_in_process(
-    config: dict[str, object], *, stack: str, region: str, program_path: Path = REPO_ROOT / "__main__.py"
+    config: dict[str, object],
+    *,
+    stack: str,
+    region: str,
+    program_path: Path = REPO_ROOT / "__main__.py",
+    project: str = "pypi-cdn",
 ) -> dict[str, Any]:
-    """Run the program (`__main__.py`) with `config` (pypi-cdn keys without the prefix) and return the report."""
+    """Run the program (`__main__.py`) with `config` (the project's keys without the prefix); return the report."""
     mocks = RecordingMocks(region)
     handler = ListHandler()
     logger = logging.getLogger(f"infra-mocks-{stack}")
     logger.addHandler(handler)
-    set_mocks(mocks, project="pypi-cdn", stack=stack, preview=False, logger=logger)
-    set_all_config({"aws:region": region, **{f"pypi-cdn:{key}": _config_value(v) for key, v in config.items()}})
+    set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger)
+    set_all_config({"aws:region": region, **{f"{project}:{key}": _config_value(v) for key, v in config.items()}})
     outputs: dict[str, Any] = {}
     error: str | None = None
 
@@ -182,9 +187,12 @@ def run_stack(
     stack: str = "test",
     region: str = "eu-west-1",
     program_path: Path = REPO_ROOT / "__main__.py",
+    project: str = "pypi-cdn",
 ) -> dict[str, Any]:
     """Run the program in a fresh interpreter (offline: uv installs from its cache only) and return the report."""
-    request = json.dumps({"config": config, "stack": stack, "region": region, "program": str(program_path)})
+    request = json.dumps(
+        {"config": config, "stack": stack, "region": region, "program": str(program_path), "project": project}
+    )
     environment = {**os.environ, "UV_OFFLINE": "1", "PULUMI_CONFIG": "{}"}
     result = subprocess.run(
         [sys.executable, "-m", "tests.infra_mocks"],
@@ -204,7 +212,11 @@ def run_stack(
 def main() -> None:
     request = json.loads(sys.stdin.read())
     report = run_in_process(
-        request["config"], stack=request["stack"], region=request["region"], program_path=Path(request["program"])
+        request["config"],
+        stack=request["stack"],
+        region=request["region"],
+        program_path=Path(request["program"]),
+        project=request["project"],
     )
     sys.stdout.write(json.dumps(report, default=_plain))
 
