@@ -47,14 +47,14 @@ class OutputSpec:
 
 # Every output, in the order `pulumi stack output` and the README's outputs table show them.
 OUTPUTS = (
-    OutputSpec("indexUrl", "index_url", "The index clients use: `https://<domain>/simple/`, else the CDN's."),
-    OutputSpec("pipConfigCommand", "pip_config_command", "`pip config set global.index-url <indexUrl>`."),
-    OutputSpec("uvEnvironment", "uv_environment", "`export UV_DEFAULT_INDEX=<indexUrl>` (uv's name for UV_INDEX_URL)."),
+    OutputSpec("indexUrl", "index_url", "The index clients use: on `domain` when set, else on the CDN's name."),
+    OutputSpec("pipConfigCommand", "pip_config_command", "The pip command that makes the mirror pip's index."),
+    OutputSpec("uvEnvironment", "uv_environment", "`export UV_DEFAULT_INDEX=...` for uv (its name for UV_INDEX_URL)."),
     OutputSpec("uvProjectConfig", "uv_project_config", "A `[[tool.uv.index]]` table (`default = true`) for pyproject."),
     OutputSpec("statusUrl", "status_url", "The mirror's public status (JSON), rewritten by every planner pass."),
     OutputSpec("dashboardUrl", "dashboard_url", "The CloudWatch dashboard: lag, sync, edge and redirector health."),
-    OutputSpec("cdnUrl", "cdn_url", "`https://<cdnHostname>`, else `https://<cloudfrontDomain>`."),
-    OutputSpec("cloudfrontDomain", "cloudfront_domain", "The distribution's own `*.cloudfront.net` name."),
+    OutputSpec("cdnUrl", "cdn_url", "The CDN: https on `cdnHostname` when set, else on `cloudfrontDomain`."),
+    OutputSpec("cloudfrontDomain", "cloudfront_domain", "The distribution's own name under cloudfront.net."),
     OutputSpec("distributionId", "distribution_id", "The CloudFront distribution (for manual invalidations)."),
     OutputSpec("bucket", "bucket", "The mirror bucket."),
     OutputSpec("accessLogBucket", "access_log_bucket", "CloudFront's access logs (us-east-1, W3C, kept 90 days)."),

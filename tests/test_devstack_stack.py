@@ -14,6 +14,7 @@ import pytest
 
 from devstack.redirector import find_nginx
 from devstack.stack import LocalStack
+from sync.storage import STATUS_CACHE_CONTROL
 from tests.upstream.corpus import installable_wheel
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -21,7 +22,7 @@ BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.
 PROJECT = "Stack_Demo"
 NORMALIZED = "stack-demo"
 
-pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx-light)")
+NEEDS_NGINX = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx-light)")
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -73,6 +74,7 @@ def publish(fake_index, version: str) -> tuple[str, bytes]:
     return filename, wheel
 
 
+@NEEDS_NGINX
 def test_pip_through_redirector_edge_and_bucket_then_a_new_release(upstream, fake_index, tmp_path):
     first_file, first_wheel = publish(fake_index, "1.0")
     with LocalStack(upstream=upstream.url, projects=[PROJECT]) as stack:
@@ -116,3 +118,28 @@ def test_pip_through_redirector_edge_and_bucket_then_a_new_release(upstream, fak
         downloaded = pip_download(stack.index_url, f"{PROJECT}==2.0", tmp_path / "two")
         assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
         assert (tmp_path / "two" / second_file).read_bytes() == second_wheel
+
+
+def test_the_status_is_served_by_the_edge_and_follows_each_pass(upstream, fake_index):
+    publish(fake_index, "1.0")
+    with LocalStack(upstream=upstream.url, projects=[PROJECT], redirector=False) as stack:
+        assert fetch(f"{stack.edge.url}/status.json")[0] == 404  # no pass yet
+        stack.sync()
+        status, headers, body = fetch(f"{stack.edge.url}/status.json")
+        assert (status, headers["Content-Type"], headers["Cache-Control"]) == (
+            200,
+            "application/json",
+            STATUS_CACHE_CONTROL,
+        )
+        first = json.loads(body)
+        assert (first["upstream"], first["api_version"], first["projects"]) == (upstream.url, "1.1", 1)
+        assert (first["last_serial"], first["pending"], first["lag_seconds"]) == (fake_index.serial, 0, 0)
+        assert first["last_sync"] == first["last_check"]
+
+        publish(fake_index, "2.0")
+        stack.sync()
+        second = json.loads(fetch(f"{stack.edge.url}/status.json")[2])
+        assert second["last_serial"] == fake_index.serial > first["last_serial"]
+        assert second["last_check"] >= first["last_check"]
+        # Only the status leaves the bucket root: the sync's state next to it stays private.
+        assert fetch(f"{stack.edge.url}/.pypi-cdn/state.json")[0] == 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.config import KEYS, PypiMirrorArgs
+from infra.stack import OUTPUTS, PypiMirror
 from sync.cli import build_parser
 from tools import config_reference
 from tools.config_reference import ConfigReferenceError, render_table, replace_block
@@ -22,6 +25,7 @@ MAKE_COMMAND = re.compile(r"(?<![\w/-])make ([a-z][\w-]*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z0-9][a-z0-9-]*")
 MAKE_RULE = re.compile(r"^([\w.-]+(?: [\w.-]+)*) *:(?!=)", re.MULTILINE)
 SHELL_COMMENT = re.compile(r"\s#.*$")
+WRITE = config_reference.WRITE_COMMAND
 
 
 # --- configuration reference ---------------------------------------------------------------------------------
@@ -142,9 +146,46 @@ def test_the_tool_prints_the_table_and_names_a_missing_file() -> None:
         [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == render_table(project()) + "\n"
+    assert result.stdout == render_table(project()) + "\n\n" + config_reference.render_interface() + "\n"
     with pytest.raises(ConfigReferenceError, match=re.escape("nowhere.yaml: cannot read the project file")):
         config_reference.load_project(ROOT / "nowhere.yaml")
+
+
+# --- PypiMirror's inputs and outputs ----------------------------------------------------------------------------
+
+
+def test_readme_holds_the_component_reference_generated_from_the_code() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert config_reference.INTERFACE_START in readme, f"README.md has no component reference: run `{WRITE}`"
+    regenerated = replace_block(
+        readme,
+        config_reference.render_interface(),
+        marker=config_reference.INTERFACE,
+        source=config_reference.INTERFACE_SOURCE,
+    )
+    assert regenerated == readme, f"README.md's component reference differs from infra/: run `{WRITE}`"
+
+
+def test_the_component_reference_has_a_row_per_input_and_output() -> None:
+    rows = [line for line in config_reference.render_interface().splitlines() if line.startswith("| `")]
+    names = [row.split("`")[1] for row in rows]
+    fields = [field.name for field in dataclasses.fields(PypiMirrorArgs)]
+    assert names == fields + [spec.name for spec in OUTPUTS]
+    assert (
+        "| `redirectors` | `int` | `2` | `redirectors` | Redirector instances, one per availability zone in turn "
+        "(0-8). 0 = domain aliases straight to CloudFront. |"
+    ) in rows
+    assert r"| `domain` | `str \| None` | `None` | `domain` |" in rows[0]
+    assert "| `uvProjectConfig` | `uv_project_config` |" in rows[len(fields) + 3]
+
+
+def test_every_output_is_an_attribute_of_the_component_and_every_input_documents_its_config_key() -> None:
+    annotations = PypiMirror.__annotations__
+    assert [spec.attribute for spec in OUTPUTS] == list(annotations)
+    declared = project()["config"]
+    for key, (field_name, _) in KEYS.items():
+        field = next(f for f in dataclasses.fields(PypiMirrorArgs) if f.name == field_name)
+        assert field.metadata["doc"] == declared[key]["description"], key
 
 
 # --- commands in the documentation ---------------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""The stack configuration reference in README.md, rendered from the `config:` schema of Pulumi.yaml.
+"""README.md's generated references: the stack configuration (from Pulumi.yaml's `config:` schema) and PypiMirror's
+inputs and outputs (from PypiMirrorArgs and OUTPUTS in infra/).
 
-`python tools/config_reference.py` prints the Markdown table (key, type, default, description); `--write` puts it
-into README.md between `<!-- config-reference:start -->` and `<!-- config-reference:end -->`, or, the first time,
-in place of the single line `<!-- config-reference -->`. tests/test_readme.py fails when the two drift apart.
+`python tools/config_reference.py` prints both; `--write` puts each into README.md between its markers
+(`<!-- config-reference:start -->` ... `:end -->`, `<!-- interface-reference:start -->` ... `:end -->`), or, the
+first time, in place of the single line `<!-- config-reference -->` / `<!-- interface-reference -->`.
+tests/test_readme.py fails when README.md and the sources drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping
@@ -16,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from infra.config import KEYS, PypiMirrorArgs
+from infra.stack import OUTPUTS
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILE = ROOT / "Pulumi.yaml"
 README = ROOT / "README.md"
@@ -23,6 +29,10 @@ PLACEHOLDER = "<!-- config-reference -->"
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 WRITE_COMMAND = "python tools/config_reference.py --write"
+INTERFACE = "interface-reference"
+INTERFACE_START = f"<!-- {INTERFACE}:start -->"
+INTERFACE_PLACEHOLDER = f"<!-- {INTERFACE} -->"
+INTERFACE_SOURCE = "infra/config.py and infra/stack.py"
 
 
 class ConfigReferenceError(ValueError):
@@ -98,21 +108,49 @@ def render_table(project: Mapping[str, Any]) -> str:
     )
 
 
-def replace_block(readme: str, table: str) -> str:
-    """`readme` with the generated block (markers included) holding `table`, in place of the old block or marker."""
-    block = "\n".join(
-        [START, f"<!-- generated from Pulumi.yaml by `{WRITE_COMMAND}`; edit Pulumi.yaml, not this -->", table, END]
+def render_interface() -> str:
+    """PypiMirror's inputs (PypiMirrorArgs fields, with the config key each comes from) and outputs (OUTPUTS)."""
+    config_keys = {field: key for key, (field, _) in KEYS.items()}
+    inputs = [
+        f"| `{field.name}` | `{str(field.type).replace('|', chr(92) + '|')}` | `{field.default!r}` "
+        f"| `{config_keys[field.name]}` | {_cell(field.metadata['doc'])} |"
+        for field in dataclasses.fields(PypiMirrorArgs)
+    ]
+    outputs = [f"| `{spec.name}` | `{spec.attribute}` | {_cell(spec.description)} |" for spec in OUTPUTS]
+    return "\n".join(
+        [
+            "`PypiMirror(name, PypiMirrorArgs(...), opts)` (`infra/stack.py`) takes these inputs (`infra/config.py`); "
+            "`__main__.py` reads each from the config key named beside it.",
+            "",
+            "| input | type | default | config key | description |",
+            "| --- | --- | --- | --- | --- |",
+            *inputs,
+            "",
+            "Its outputs are attributes; `__main__.py` exports each under its stack output name.",
+            "",
+            "| output | attribute | description |",
+            "| --- | --- | --- |",
+            *outputs,
+        ]
     )
-    if START in readme or END in readme:
-        if not readme.count(START) == readme.count(END) == 1 or readme.index(END) < readme.index(START):
-            raise ConfigReferenceError(f"README.md: needs {START} once, followed by {END} once")
-        before, _, rest = readme.partition(START)
-        return before + block + rest.partition(END)[2]
+
+
+def replace_block(readme: str, table: str, *, marker: str = "config-reference", source: str = "Pulumi.yaml") -> str:
+    """`readme` with the generated block (markers included) holding `table`, in place of the old block or marker."""
+    placeholder, start, end = f"<!-- {marker} -->", f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = "\n".join(
+        [start, f"<!-- generated from {source} by `{WRITE_COMMAND}`; edit {source}, not this -->", table, end]
+    )
+    if start in readme or end in readme:
+        if not readme.count(start) == readme.count(end) == 1 or readme.index(end) < readme.index(start):
+            raise ConfigReferenceError(f"README.md: needs {start} once, followed by {end} once")
+        before, _, rest = readme.partition(start)
+        return before + block + rest.partition(end)[2]
     lines = readme.splitlines(keepends=True)
-    markers = [index for index, line in enumerate(lines) if line.strip() == PLACEHOLDER]
+    markers = [index for index, line in enumerate(lines) if line.strip() == placeholder]
     if len(markers) != 1:
         raise ConfigReferenceError(
-            f"README.md: needs exactly one {PLACEHOLDER} line (or the {START} ... {END} block), found {len(markers)}"
+            f"README.md: needs exactly one {placeholder} line (or the {start} ... {end} block), found {len(markers)}"
         )
     index = markers[0]
     ending = "\n" if lines[index].endswith("\n") else ""
@@ -127,6 +165,8 @@ def write_reference(project_file: Path, readme_file: Path) -> bool:
     except OSError as error:
         raise ConfigReferenceError(f"{readme_file}: cannot read it ({error})") from error
     updated = replace_block(current, table)
+    if INTERFACE_START in updated or any(line.strip() == INTERFACE_PLACEHOLDER for line in updated.splitlines()):
+        updated = replace_block(updated, render_interface(), marker=INTERFACE, source=INTERFACE_SOURCE)
     if updated == current:
         return False
     readme_file.write_text(updated, encoding="utf-8")
@@ -143,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{README.name}: {'updated' if changed else 'already up to date'}")
         else:
             print(render_table(load_project(PROJECT_FILE)))
+            print()
+            print(render_interface())
     except ConfigReferenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
