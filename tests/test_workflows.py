@@ -110,7 +110,7 @@ def test_pull_requests_get_a_commented_preview_with_the_policy_pack() -> None:
     assert workflow["permissions"]["pull-requests"] == "write"
     assert_oidc_role(workflow, "preview", "AWS_PREVIEW_ROLE_ARN")
     (pulumi,) = steps_using(workflow, "pulumi/actions")
-    assert pulumi["uses"] == "pulumi/actions@v6"
+    assert pulumi["uses"] == "pulumi/actions@v7"
     assert pulumi["with"]["command"] == "preview"
     assert pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["policyPacks"] == "policy"
@@ -130,7 +130,19 @@ def test_main_deploys_after_tests_behind_the_production_environment() -> None:
     assert checkout["with"]["ref"] == "${{ github.event.workflow_run.head_sha || github.sha }}"
     assert_oidc_role(workflow, "deploy", "AWS_DEPLOY_ROLE_ARN")
     (pulumi,) = steps_using(workflow, "pulumi/actions")
+    assert pulumi["uses"] == "pulumi/actions@v7"
     assert (pulumi["with"]["command"], pulumi["with"]["policyPacks"]) == ("up", "policy")
+
+
+@pytest.mark.parametrize("name", ["test.yml", "preview.yml", "deploy.yml"])
+def test_dependencies_are_cached_by_their_lock_files(name: str) -> None:
+    workflow = load(name)
+    (python,) = steps_using(workflow, "actions/setup-python")
+    assert (python["with"]["cache"], python["with"]["cache-dependency-path"]) == ("pip", "requirements/dev.txt")
+    caches = {step["with"]["path"]: step["with"]["key"] for step in steps_using(workflow, "actions/cache")}
+    assert "hashFiles('requirements/*.txt')" in caches["~/.cache/uv"]  # what `make venv` installs with
+    if name == "test.yml":
+        assert "hashFiles('tools/package-lock.json')" in caches["~/.npm"]  # `npm ci --prefix tools`
 
 
 def test_deploy_environment_matches_the_deploy_roles_trust() -> None:
