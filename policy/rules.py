@@ -52,6 +52,7 @@ WEB_PROTOCOLS = frozenset({"tcp", "udp", "6", "17"})
 SSH_PORT = 22
 # Key prefixes the stack's code reads and writes: the served index and files, and the sync's private state.
 BUCKET_PREFIXES = ("simple/", "packages/", ".pypi-cdn/")
+BUCKET_KEYS = ("status.json",)  # single objects besides: the mirror's public status, which the planner writes
 CLOUDFRONT_SERVICE = "cloudfront.amazonaws.com"
 # Services that write access logs into a bucket when its policy lets them.
 LOG_DELIVERY_SERVICES = frozenset({"delivery.logs.amazonaws.com", "logging.s3.amazonaws.com"})
@@ -568,6 +569,7 @@ def _allowed_iam_resources(resources: Sequence[DeclaredResource]) -> tuple[set[s
             continue
         if resource.type == BUCKET:
             exact.add(str(arn))
+            exact.update(f"{arn}/{key}" for key in BUCKET_KEYS)
             prefixes.extend(f"{arn}/{prefix}" for prefix in BUCKET_PREFIXES)
         elif resource.type == LOG_GROUP:
             exact.add(str(arn))

@@ -216,7 +216,7 @@ def main() -> None:
         stack=request["stack"],
         region=request["region"],
         program_path=Path(request["program"]),
-        project=request["project"],
+        project=request.get("project", "pypi-cdn"),
     )
     sys.stdout.write(json.dumps(report, default=_plain))
 

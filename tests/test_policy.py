@@ -366,7 +366,12 @@ def compliant_stack() -> list[DeclaredResource]:
         {
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            "Resource": [f"{BUCKET_ARN}/simple/*", f"{BUCKET_ARN}/packages/*", f"{BUCKET_ARN}/.pypi-cdn/*"],
+            "Resource": [
+                f"{BUCKET_ARN}/simple/*",
+                f"{BUCKET_ARN}/packages/*",
+                f"{BUCKET_ARN}/.pypi-cdn/*",
+                f"{BUCKET_ARN}/status.json",
+            ],
         },
         {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": BUCKET_ARN},
         {"Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:ReceiveMessage"], "Resource": QUEUE_ARN},
@@ -472,12 +477,15 @@ def test_cloudfront_granted_more_than_reads_or_foreign_oac_fails() -> None:
 def test_iam_resources_outside_the_stack_fail() -> None:
     policy = document(
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": [f"{BUCKET_ARN}/*", f"{BUCKET_ARN}/simple/x"]},
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{BUCKET_ARN}/status.json*"},
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::someone-else/simple/*"},
         {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:other"},
     )
     stack = replace_props(compliant_stack(), rules.IAM_ROLE_POLICY, "sync", policy=policy)
     assert [violation.message for violation in rules.check_iam_resources_in_stack(stack)] == [
         f"policy 'sync': resource '{BUCKET_ARN}/*' is outside this stack's bucket prefixes, queues and distribution",
+        f"policy 'sync': resource '{BUCKET_ARN}/status.json*' is outside this stack's bucket prefixes, queues and "
+        "distribution",
         "policy 'sync': resource 'arn:aws:s3:::someone-else/simple/*' is outside this stack's bucket prefixes, "
         "queues and distribution",
         f"policy 'sync': resource 'arn:aws:sqs:eu-west-1:{ACCOUNT}:other' is outside this stack's bucket "
