@@ -266,6 +266,7 @@ def test_nginx_rejects_a_broken_config(tmp_path: Path, certificate: Certificate)
         ("/simple/", 302, f"https://{CDN}/simple/"),
         ("/simple", 302, f"https://{CDN}/simple"),
         ("/simple/Six/?a=1&b=%20x", 302, f"https://{CDN}/simple/Six/?a=1&b=%20x"),
+        ("/status.json", 302, f"https://{CDN}/status.json"),
         ("/packages/ab/cd/ef/six-1.17.0.tar.gz", 301, f"https://{CDN}/packages/ab/cd/ef/six-1.17.0.tar.gz"),
         ("/packages/ab/cd/ef/a%2Bb.whl?x=1", 301, f"https://{CDN}/packages/ab/cd/ef/a%2Bb.whl?x=1"),
     ],
