@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks, set_all_config, set_mocks
+from pulumi.runtime.mocks import MockMonitor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"
@@ -114,6 +116,25 @@ class RecordingMocks(Mocks):
         return answers[args.token], []
 
 
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also recording each registration's URN, parent and alias specs (the URN history)."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[dict[str, Any]] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        self.registrations.append(
+            {
+                "urn": response.urn,
+                "parent": request.parent,
+                "aliases": [MessageToDict(alias) for alias in request.aliases],
+            }
+        )
+        return response
+
+
 class ListHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -148,7 +169,8 @@ def run_in_process(
     handler = ListHandler()
     logger = logging.getLogger(f"infra-mocks-{stack}")
     logger.addHandler(handler)
-    set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger)
+    monitor = RecordingMonitor(mocks)
+    set_mocks(mocks, project=project, stack=stack, preview=False, logger=logger, monitor=monitor)
     set_all_config({"aws:region": region, **{f"{project}:{key}": _config_value(v) for key, v in config.items()}})
     outputs: dict[str, Any] = {}
     error: str | None = None
@@ -175,6 +197,7 @@ def run_in_process(
     return {
         "resources": mocks.resources,
         "invokes": mocks.invokes,
+        "registrations": monitor.registrations,
         "outputs": outputs,
         "warnings": handler.messages + python_warnings,
         "error": error,

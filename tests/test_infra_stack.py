@@ -720,3 +720,22 @@ def test_the_warning_capture_sees_a_deprecated_resource(tmp_path: Path) -> None:
     result = run_stack({}, stack="deprecated", program_path=program)
     assert result["error"] is None
     assert any("BucketV2 is deprecated" in warning for warning in result["warnings"])
+
+
+# --- the component ---------------------------------------------------------------------------------------------
+
+
+def test_the_mirror_s_children_keep_the_urns_they_had_before_the_component(stack: dict[str, Any]) -> None:
+    registrations = stack["registrations"]
+    (mirror,) = [r["urn"] for r in registrations if r["urn"].endswith("pypi-cdn:index:PypiMirror::mirror")]
+    children = {r["urn"].rsplit("::", 1)[1]: r for r in registrations if r["parent"] == mirror}
+    assert {"alarms", "origin", "cdn", "sync", "mirror-dashboard"} <= set(children)
+    for name, child in children.items():
+        # The dashboard is new; everything else was a top-level resource, and its children follow it (the engine
+        # applies a parent's aliases to its children).
+        expected = [] if name == "mirror-dashboard" else [{"spec": {"noParent": True}}]
+        assert child["aliases"] == expected, name
+    grandchildren = [r for r in registrations if r["parent"] in {c["urn"] for c in children.values()}]
+    assert len(grandchildren) > 20
+    for grandchild in grandchildren:  # only the provider's own type aliases (BucketV2 -> Bucket), no parent change
+        assert all(set(alias["spec"]) == {"type", "parentUrn"} for alias in grandchild["aliases"]), grandchild
