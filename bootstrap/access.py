@@ -298,6 +298,11 @@ def deploy_policy(account_id: str, region: str, name_prefix: str) -> Document:
             [f"arn:aws:cloudwatch:*:{account}:alarm:{prefix}"],
         ),
         _statement(
+            "Dashboards",
+            ["cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"],
+            [f"arn:aws:cloudwatch::{account}:dashboard/{prefix}"],
+        ),
+        _statement(
             "AlarmTopics",
             [
                 "sns:CreateTopic",
@@ -355,6 +360,9 @@ def deploy_policy(account_id: str, region: str, name_prefix: str) -> Document:
                 "cloudfront:CreateInvalidation",
                 "cloudfront:GetInvalidation",
                 "cloudfront:AllowVendedLogDeliveryForResource",
+                "cloudfront:CreateMonitoringSubscription",
+                "cloudfront:GetMonitoringSubscription",
+                "cloudfront:DeleteMonitoringSubscription",
                 "cloudfront:CreateOriginAccessControl",
                 "cloudfront:GetOriginAccessControl",
                 "cloudfront:UpdateOriginAccessControl",

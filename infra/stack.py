@@ -171,35 +171,19 @@ class PypiMirror(pulumi.ComponentResource):
             ),
             child,
         )
+        targets = pulumi.Output.all(
+            planner=sync.planner_name,
+            worker=sync.worker_name,
+            queue=sync.queue_name,
+            dead_letters=sync.dead_letters_name,
+            distribution_id=cdn.distribution_id,
+            bucket=origin.bucket_name,
+            health_checks=pulumi.Output.all(*(dns.health_check_ids if dns else [])),
+        ).apply(lambda names: DashboardTargets(region=region, lag_alarm_seconds=args.lag_alarm_seconds, **names))
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
             dashboard_name=re.sub(r"[^A-Za-z0-9_-]", "-", f"pypi-cdn-{pulumi.get_stack()}-{name}"),
-            dashboard_body=pulumi.Output.all(
-                sync.planner_name,
-                sync.worker_name,
-                sync.queue_name,
-                sync.dead_letters_name,
-                cdn.distribution_id,
-                origin.bucket_name,
-                pulumi.Output.all(*(dns.health_check_ids if dns else [])),
-            ).apply(
-                lambda values: json.dumps(
-                    dashboard_body(
-                        DashboardTargets(
-                            region=region,
-                            planner=values[0],
-                            worker=values[1],
-                            queue=values[2],
-                            dead_letters=values[3],
-                            distribution_id=values[4],
-                            bucket=values[5],
-                            health_checks=values[6],
-                            lag_alarm_seconds=args.lag_alarm_seconds,
-                        )
-                    ),
-                    sort_keys=True,
-                )
-            ),
+            dashboard_body=targets.apply(lambda watched: json.dumps(dashboard_body(watched), sort_keys=True)),
             opts=pulumi.ResourceOptions(parent=self),
         )
 

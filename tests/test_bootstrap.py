@@ -95,6 +95,9 @@ def test_deploy_policies_are_scoped_and_fit_iam_limits() -> None:
             ), resource
     by_sid = {statement["Sid"]: statement for statement in scoped}
     assert by_sid["Buckets"]["Resource"] == ["arn:aws:s3:::pypi-cdn*", "arn:aws:s3:::pypi-cdn*/*"]
+    # The dashboard (named pypi-cdn-<stack>-<component>) and the distribution's additional metrics.
+    assert by_sid["Dashboards"]["Resource"] == [f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/pypi-cdn*"]
+    assert "cloudfront:CreateMonitoringSubscription" in by_sid["Distributions"]["Action"]
     assert by_sid["PassRoles"]["Condition"] == {
         "StringEquals": {
             "iam:PassedToService": ["lambda.amazonaws.com", "ec2.amazonaws.com", "scheduler.amazonaws.com"]
