@@ -151,6 +151,11 @@ class PypiMirror(pulumi.ComponentResource):
                     child,
                 )
 
+        self.cdn_url = (
+            pulumi.Output.from_input(f"https://{args.cdn_hostname}")
+            if args.cdn_hostname
+            else cdn.domain_name.apply(lambda domain: f"https://{domain}")
+        )
         sync = SyncFunction(
             "sync",
             SyncFunctionArgs(
@@ -168,6 +173,7 @@ class PypiMirror(pulumi.ComponentResource):
                 inline_sync_threshold=args.inline_sync_threshold,
                 lag_alarm_seconds=args.lag_alarm_seconds,
                 alarm_topic_arn=alarms.arn,
+                public_url=self.cdn_url,
             ),
             child,
         )
@@ -187,11 +193,6 @@ class PypiMirror(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-        self.cdn_url = (
-            pulumi.Output.from_input(f"https://{args.cdn_hostname}")
-            if args.cdn_hostname
-            else cdn.domain_name.apply(lambda domain: f"https://{domain}")
-        )
         # The index: the name clients use (redirectors or an alias of the CDN), else CloudFront's own name.
         self.index_url = (
             pulumi.Output.from_input(f"https://{args.domain}/simple/")

@@ -113,6 +113,7 @@ class SyncFunctionArgs:
     inline_sync_threshold: int
     lag_alarm_seconds: int
     alarm_topic_arn: pulumi.Input[str]
+    public_url: pulumi.Input[str] | None = None  # the CDN's https base URL: where pages point for provenance
 
 
 class SyncFunction(pulumi.ComponentResource):
@@ -195,6 +196,7 @@ class SyncFunction(pulumi.ComponentResource):
                 "PYPI_CDN_MAX_WORKERS": str(MAX_WORKERS),
                 "PYPI_CDN_UPSTREAM_CONCURRENCY": str(UPSTREAM_CONCURRENCY),
                 "PYPI_CDN_LEASE_TTL": str(PLANNER_LEASE_TTL),
+                "PYPI_CDN_PUBLIC_URL": args.public_url or "",
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             }

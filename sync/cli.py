@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="another host that file URLs may point at",
     )
+    mirror.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the mirror's own https base URL (e.g. the CDN's): pages point at provenance documents there "
+        "(default: upstream's provenance URLs)",
+    )
     mirror.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings (flags win)")
     mirror.add_argument(
         "--log-format",
@@ -135,6 +141,7 @@ def run_mirror(args: argparse.Namespace) -> int:
                 "workers": args.workers,
                 "contact": args.contact,
                 "file_hosts": args.file_hosts or (),
+                "public_url": args.public_url,
             },
         )
     except ConfigError as error:

@@ -40,6 +40,7 @@ class MirrorConfig:
     file_hosts: tuple[str, ...] = ()  # hosts besides the upstream's own that files may come from
     lease_ttl: float = 900.0
     file_attempts: int = 3  # downloads of one file before it is reported failed
+    public_url: str | None = None  # the mirror's own https base URL (the CDN's): where pages point for provenance
 
     def __post_init__(self) -> None:
         if not self.dest:
@@ -63,6 +64,13 @@ class MirrorConfig:
             raise ConfigError(f"lease_ttl: {self.lease_ttl} s is too short (minimum 10 s)")
         if self.file_attempts < 1:
             raise ConfigError(f"file_attempts: {self.file_attempts} must be at least 1")
+        if self.public_url is not None:
+            if not secure_origin(self.public_url):
+                raise ConfigError(
+                    f"public_url: {self.public_url!r} is not an https:// URL (http:// only on loopback) without "
+                    "query or fragment"
+                )
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
     @property
     def allowed_file_hosts(self) -> tuple[str, ...]:
@@ -72,6 +80,19 @@ class MirrorConfig:
         if upstream_host == "pypi.org":
             hosts.append(PYPI_FILE_HOST)
         return tuple(dict.fromkeys(hosts))
+
+
+def secure_origin(url: str) -> bool:
+    """Whether `url` is on a secure origin, as PEP 740 wants provenance URLs: https, or http on a loopback host
+    (which the W3C's secure contexts count as potentially trustworthy); and has no query or fragment."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    return (
+        (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+    )
 
 
 def load_config(config_file: Path | None, overrides: dict[str, Any]) -> MirrorConfig:

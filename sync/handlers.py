@@ -384,7 +384,7 @@ class Planner:
         folded, roster_changed_names = self._fold_roster(state)
         root_written = stored is None or names_changed or roster_changed_names
         if root_written:
-            self.mirror.publish_root(state.projects)
+            self.mirror.publish_root(state.projects, state.quarantined)
         if plan.serial is not None:
             state.serial = plan.serial
         state.incomplete = False

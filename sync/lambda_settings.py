@@ -24,6 +24,7 @@ ENV_OF_FIELD = {
     "upstream": "PYPI_CDN_UPSTREAM",
     "projects": "PYPI_CDN_PROJECTS",
     "lease_ttl": "PYPI_CDN_LEASE_TTL",
+    "public_url": "PYPI_CDN_PUBLIC_URL",
 }
 
 
@@ -83,6 +84,7 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> HandlerSettings:
             contact=env.get("PYPI_CDN_CONTACT") or None,
             workers=per_invocation_concurrency(upstream_concurrency, max(max_workers, 1)),
             lease_ttl=_float(env, "PYPI_CDN_LEASE_TTL", DEFAULT_LEASE_TTL),
+            public_url=env.get("PYPI_CDN_PUBLIC_URL") or None,
         )
     except ConfigError as error:  # name the variable, not the engine's field
         field_name, _, detail = str(error).partition(": ")

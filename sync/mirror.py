@@ -27,6 +27,8 @@ from sync.lease import Lease, LeaseLost, acquire
 from sync.listing import ProjectListing
 from sync.models import DistFile, InvalidInput, ProjectPage, normalize_project_name
 from sync.progress import Reporter
+from sync.project_status import is_quarantined, withhold_quarantined
+from sync.provenance import ProvenanceMirror, provenance_objects, with_published_hashes
 from sync.state import MirrorState, ProjectState, load_state, save_state
 from sync.storage import (
     FILE_CACHE_CONTROL,
@@ -76,6 +78,7 @@ class ProjectResult:
     bytes_stored: int = 0
     files_deleted: int = 0
     pages_written: int = 0
+    quarantined: bool = False  # the published page is a PEP 792 quarantine: no files, left out of the root listing
     errors: list[str] = field(default_factory=list)
 
 
@@ -117,6 +120,7 @@ class Mirror:
         self._stop = threading.Event()
         self._run_state: MirrorState | None = None  # the state of the run in progress, if any
         self._state_lock = threading.Lock()  # the run's state: recording results, saving it mid-run
+        self._provenance = ProvenanceMirror(upstream, storage, config.public_url, reporter.event)
 
     def close(self) -> None:
         self._file_pool.shutdown(wait=True, cancel_futures=True)
@@ -202,10 +206,11 @@ class Mirror:
             return self._failed(normalized, str(error))
         if page is None:  # 304 Not Modified: the page we hold is current
             return ProjectResult(normalized, Outcome.UNCHANGED, known_serial, known_etag)
-        return self._publish(filter_page(self.config, page), check_published, check_existing)
+        return self._publish(withhold_quarantined(filter_page(self.config, page)), check_published, check_existing)
 
     def _publish(self, page: ProjectPage, check_published: bool, check_existing: bool) -> ProjectResult:
         result = ProjectResult(page.normalized, Outcome.UPDATED, page.last_serial, page.etag)
+        result.quarantined = is_quarantined(page)
         json_key, html_key = page_keys(page.normalized)
         old_page: ProjectPage | None = None
         # The versions of the pages read here: the new pages are written only over those, so two workers syncing
@@ -218,7 +223,8 @@ class Mirror:
                 read_versions = {json_key: found[1] if found else None, html_key: html_info.etag if html_info else None}
                 old_page = render.parse_published_json(found[0]) if found else None
                 page = _with_sizes(page, {f.key: f.size for f in old_page.files} if old_page else {})
-                if found is not None and found[0] == render.project_json(page):
+                unchanged = with_published_hashes(page, old_page, self._provenance.public_url)
+                if found is not None and found[0] == render.project_json(unchanged):
                     result.outcome = Outcome.UNCHANGED
                     return result
                 if old_page and _older(page, old_page):
@@ -239,6 +245,7 @@ class Mirror:
         except FileFetchFailed:
             return self._failed(page.normalized, "; ".join(result.errors), result)
         try:
+            page = self._provenance.store(page, old_page, self._file_pool)  # before the pages that point at them
             # The JSON page last: finding it current is how a resumed run knows both pages were written.
             for key, body in ((html_key, render.project_html(page)), (json_key, render.project_json(page))):
                 version = read_versions.get(key) if read_versions is not None else None
@@ -255,7 +262,7 @@ class Mirror:
         except PreconditionFailed as error:
             message = f"{error}: another run published the project meanwhile; retried next run"
             return self._failed(page.normalized, message, result)
-        except StorageError as error:
+        except (StorageError, UpstreamError) as error:  # UpstreamError: a provenance document not fetched
             return self._failed(page.normalized, str(error), result)
         self.reporter.event(
             "project_synced",
@@ -415,11 +422,12 @@ class Mirror:
         return result
 
     # ------------------------------------------------------------------------------------------ root pages
-    def publish_root(self, names: Collection[str]) -> None:
-        """Write the root pages listing `names` (normalized, in name order), streamed to storage."""
+    def publish_root(self, names: Collection[str], withheld: Collection[str] = ()) -> None:
+        """Write the root pages listing `names` (normalized, in name order) but `withheld` (quarantined ones, which
+        PyPI leaves out too), streamed to storage."""
         for key, page in (
-            (ROOT_JSON_KEY, render.root_json(((n, None) for n in names), None)),
-            (ROOT_HTML_KEY, render.root_html((n, None) for n in names)),
+            (ROOT_JSON_KEY, render.root_json(((n, None) for n in names if n not in withheld), None)),
+            (ROOT_HTML_KEY, render.root_html((n, None) for n in names if n not in withheld)),
         ):
             put_chunks(self.storage, key, page, content_type=content_type_for(key), cache_control=PAGE_CACHE_CONTROL)
         self.reporter.event("root_published", projects=len(names))
@@ -479,7 +487,7 @@ class Mirror:
         state.pending = {r.name: plan.projects.get(r.name) for r in failed}
         root_written = first_run or names_changed
         if root_written:
-            self.publish_root(state.projects)
+            self.publish_root(state.projects, state.quarantined)
         if plan.serial is not None:
             state.serial = plan.serial
         state.incomplete = False
@@ -518,15 +526,17 @@ class Mirror:
 
 
 def record_result(state: MirrorState, result: ProjectResult) -> bool:
-    """Note a project's result in `state`; returns whether the set of mirrored projects changed."""
-    held = result.name in state.projects
+    """Note a project's result in `state`; returns whether the root listing changed: a project added or removed,
+    quarantined or released."""
+    listed = result.name in state.projects and result.name not in state.quarantined
     if result.outcome is Outcome.REMOVED:
         state.projects.pop(result.name, None)
-        return held
-    if result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+        state.quarantined.discard(result.name)
+    elif result.outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
         state.projects[result.name] = ProjectState(result.serial, result.etag)
-        return not held
-    return False
+        if result.outcome is Outcome.UPDATED:
+            (state.quarantined.add if result.quarantined else state.quarantined.discard)(result.name)
+    return listed != (result.name in state.projects and result.name not in state.quarantined)
 
 
 def _with_sizes(page: ProjectPage, sizes: Mapping[str, int | None]) -> ProjectPage:
@@ -627,4 +637,4 @@ def objects_named(page: ProjectPage | None) -> dict[str, str]:
     """key → sha256 of every object a page names."""
     if page is None:
         return {}
-    return {obj.key: obj.sha256 for dist in page.files for obj in _objects_of(dist)}
+    return {obj.key: obj.sha256 for dist in page.files for obj in _objects_of(dist)} | dict(provenance_objects(page))

@@ -38,10 +38,28 @@ class DistFile:
     yanked: bool | str = False  # PEP 592: False, True, or the reason
     metadata_sha256: str | None = None  # PEP 658/714 core metadata hash, when upstream serves `.metadata`
     has_metadata: bool = False  # upstream serves `<url>.metadata`
+    provenance: str | None = None  # PEP 740 provenance URL (absolute) as the page gives it
+    provenance_sha256: str | None = None  # sha256 of the provenance document the mirror stores beside the file
 
     @property
     def metadata_key(self) -> str:
         return self.key + ".metadata"
+
+    @property
+    def provenance_key(self) -> str:
+        return self.key + ".provenance"
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    """PEP 792 project status marker: `status` is one of PROJECT_STATUSES; `reason` free text, when given."""
+
+    status: str = "active"
+    reason: str | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,7 @@ class ProjectPage:
     files: tuple[DistFile, ...]
     versions: tuple[str, ...] = ()
     etag: str | None = None  # upstream ETag of the page, reused on the next request
+    status: ProjectStatus | None = None  # PEP 792; None when the page carries no marker
     normalized: str = field(init=False)
 
     def __post_init__(self) -> None:

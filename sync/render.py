@@ -1,5 +1,11 @@
-"""The mirror's pages as bytes: PEP 503/592/658/714 HTML and PEP 691/700 JSON, with links relative to the page, so
-the mirror serves from any host. Pure and deterministic: an unchanged page renders to identical bytes.
+"""The mirror's pages as bytes: HTML (PEP 503/592/658/714/740/792) and JSON (PEP 691/700/714/740/792), with file
+links relative to the page, so the mirror serves from any host. Pure and deterministic: an unchanged page renders to
+identical bytes.
+
+Versions: a JSON page says 1.4 (PEP 792 status, always given: a page without a marker is `active`), or 1.0 when some
+file's size is unknown (PEP 700 requires sizes from 1.1 on); HTML pages and the root say 1.4, where PEP 833 keeps the
+HTML form. Core metadata as PEP 714 has it: `core-metadata` in JSON; `data-core-metadata` in HTML, with the old
+`data-dist-info-metadata` beside it as PyPI sends it.
 """
 
 from __future__ import annotations
@@ -12,12 +18,16 @@ from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sync.models import MAX_NAME_LENGTH, DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.models import MAX_NAME_LENGTH, DistFile, InvalidInput, ProjectPage, ProjectStatus, normalize_project_name
+from sync.project_status import REASON_META, STATUS_META
+from sync.provenance import PROVENANCE_SHA256_KEY
 from sync.upstream import check_key, parse_json_page
 
-API_VERSION = "1.1"
+API_VERSION = "1.4"
 # Without every file's size a page cannot be a valid 1.1 (PEP 700) page: it says 1.0 and omits unknown sizes.
 API_VERSION_WITHOUT_SIZES = "1.0"
+HTML_API_VERSION = "1.4"  # PEP 833: later versions change the JSON form only
+ACTIVE = ProjectStatus()
 FILE_LINK_PREFIX = "../../"  # from simple/<name>/ to the bucket root, where packages/ lives
 ROOT_BATCH = 4_096  # root entries rendered and encoded at a time: a few MB, whatever the number of projects
 # models.PROJECT_NAME (a PEP 508 name of at most MAX_NAME_LENGTH characters), one name per line.
@@ -49,7 +59,16 @@ def _html_link(dist: DistFile) -> str:
     if _serves_metadata(dist):
         attributes.append(f'data-dist-info-metadata="sha256={dist.metadata_sha256}"')
         attributes.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
+    if dist.provenance is not None:
+        attributes.append(f'data-provenance="{_attribute(dist.provenance)}"')
     return f"    <a {' '.join(attributes)}>{html.escape(dist.filename)}</a><br />"
+
+
+def _status_meta(status: ProjectStatus) -> list[str]:
+    lines = [f'    <meta name="{STATUS_META}" content="{_attribute(status.status)}">']
+    if status.reason is not None:
+        lines.append(f'    <meta name="{REASON_META}" content="{_attribute(status.reason)}">')
+    return lines
 
 
 def _serves_metadata(dist: DistFile) -> bool:
@@ -64,7 +83,8 @@ def project_html(page: ProjectPage) -> bytes:
         "<!DOCTYPE html>",
         "<html>",
         "  <head>",
-        f'    <meta name="pypi:repository-version" content="{api_version(page)}">',
+        f'    <meta name="pypi:repository-version" content="{HTML_API_VERSION}">',
+        *_status_meta(page.status or ACTIVE),
         f"    <title>Links for {title}</title>",
         "  </head>",
         "  <body>",
@@ -93,11 +113,18 @@ def _json_file(dist: DistFile) -> dict[str, Any]:
         entry["requires-python"] = dist.requires_python
     if _serves_metadata(dist):
         entry["core-metadata"] = {"sha256": dist.metadata_sha256}
+    entry["provenance"] = dist.provenance
+    if dist.provenance is not None and dist.provenance_sha256 is not None:
+        entry[PROVENANCE_SHA256_KEY] = dist.provenance_sha256
     return entry
 
 
+def _json_status(status: ProjectStatus) -> dict[str, str]:
+    return {"status": status.status} if status.reason is None else {"status": status.status, "reason": status.reason}
+
+
 def project_json(page: ProjectPage) -> bytes:
-    """The PEP 691/700/714 JSON page of a project: sorted keys, files and versions in upstream order."""
+    """The JSON page of a project: sorted keys, files and versions in upstream order."""
     meta: dict[str, Any] = {"api-version": api_version(page)}
     if page.last_serial is not None:
         meta["_last-serial"] = page.last_serial
@@ -106,6 +133,7 @@ def project_json(page: ProjectPage) -> bytes:
         "name": page.normalized,
         "versions": list(page.versions),
         "files": [_json_file(dist) for dist in page.files],
+        "project-status": _json_status(page.status or ACTIVE),
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
@@ -146,7 +174,7 @@ def root_html(projects: Iterable[tuple[str, int | None]]) -> Iterator[bytes]:
     """The PEP 503 root page in chunks, listing (name, serial) pairs in the order given; links are `<normalized>/`."""
     head = (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{HTML_API_VERSION}">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
     yield head.encode()

@@ -134,6 +134,7 @@ class MirrorState:
     projects: ProjectStates = field(default_factory=ProjectStates)  # normalized name -> state
     incomplete: bool = False  # a run started and did not finish: files may be stored without a page naming them
     pending: dict[str, int | None] = field(default_factory=dict)  # projects that failed: retried next run
+    quarantined: set[str] = field(default_factory=set)  # PEP 792: published without files, left out of the root
 
     def __post_init__(self) -> None:
         if not isinstance(self.projects, ProjectStates):  # a plain mapping, as tests and tools build one
@@ -141,13 +142,15 @@ class MirrorState:
 
     def json_lines(self) -> Iterator[bytes]:
         """The stored form: a header object, then `[name, serial, etag]` per project in name order."""
-        header = {
+        header: dict[str, object] = {
             "format": STATE_FORMAT,
             "serial": self.serial,
             "incomplete": self.incomplete,
             "pending": dict(sorted(self.pending.items())),
             "projects": len(self.projects),
         }
+        if self.quarantined:  # only then: a state without any stays byte for byte what it was
+            header["quarantined"] = sorted(self.quarantined)
         yield json.dumps(header, separators=(",", ":")).encode() + b"\n"
         for key, value in self.projects.rows():
             yield b'["%s",%s]\n' % (key, value)
@@ -183,6 +186,7 @@ class MirrorState:
                 incomplete=bool(header["incomplete"]),
                 pending={str(name): _optional_int(serial) for name, serial in header["pending"].items()},
                 projects=projects,
+                quarantined={str(name) for name in header.get("quarantined", ())},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise StorageError(f"{STATE_KEY}: unreadable mirror state ({error})") from None

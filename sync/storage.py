@@ -35,7 +35,13 @@ S3_MAX_ATTEMPTS = 5  # tries in all; "standard" mode retries 5xx, SlowDown, thro
 HTML_PAGE = "text/html; charset=utf-8"  # browsers and old pip need text/html for index.html (PEP 503)
 JSON_PAGE = "application/vnd.pypi.simple.v1+json"  # PEP 691
 BINARY = "application/octet-stream"  # distribution files and .metadata: never re-encoded by the edge
-CONTENT_TYPES_BY_SUFFIX = {"index.html": HTML_PAGE, "index.v1_json": JSON_PAGE, ".json": "application/json"}
+INTEGRITY = "application/vnd.pypi.integrity.v1+json"  # PEP 740 provenance documents, `<file>.provenance`
+CONTENT_TYPES_BY_SUFFIX = {
+    "index.html": HTML_PAGE,
+    "index.v1_json": JSON_PAGE,
+    ".json": "application/json",
+    ".provenance": INTEGRITY,
+}
 
 BUCKET_NAME = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 IPV4_LIKE = re.compile(r"\A\d+\.\d+\.\d+\.\d+\Z")

@@ -35,6 +35,8 @@ from sync.config import PYPI_FILE_HOST
 from sync.filters import file_version
 from sync.listing import ProjectListing
 from sync.models import SHA256_HEX, DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.project_status import REASON_META, STATUS_META, status_from_json, status_from_meta
+from sync.provenance import PROVENANCE_SHA256_KEY, provenance_url
 
 LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -314,6 +316,11 @@ class UpstreamClient:
             raise UpstreamError(f"{self.xmlrpc_url}: changelog_last_serial answered {serial!r}, not a serial")
         return serial
 
+    def get_document(self, url: str, *, accept: str, limit: int) -> bytes | None:
+        """A small document (at most `limit` bytes) such as a PEP 740 provenance object; None when it answers 404."""
+        fetched = self._fetch("GET", url, {"Accept": accept}, accepted=frozenset({200, 404}), limit=limit)
+        return None if fetched.status == 404 else fetched.body
+
     @contextmanager
     def open_file(self, url: str) -> Iterator[urllib3.BaseHTTPResponse]:
         """A file's body as a raw (undecoded) binary stream; UpstreamError unless it answers 200 after retries."""
@@ -524,7 +531,8 @@ def parse_json_page(
         if not all(isinstance(v, str) for v in listed):
             raise InvalidInput(f"{where}: versions must be strings, got {listed!r}")
         found = tuple(listed)
-    return ProjectPage(normalized, page_serial, files, found, etag)
+    status = status_from_json(where, page.get("project-status"))
+    return ProjectPage(normalized, page_serial, files, found, etag, status)
 
 
 def parse_html_page(
@@ -541,7 +549,8 @@ def parse_html_page(
     base = urljoin(page_url, parser.base_href) if parser.base_href else page_url
     links = [(attrs, label) for attrs, label in parser.links if attrs.get("href")]
     files = _collect(project, links, lambda link: _dist_from_html(project, link[0], link[1], base, locate), False)
-    return ProjectPage(project, serial, files, _versions_of(files), etag)
+    status = status_from_meta(where, parser.status_meta)
+    return ProjectPage(project, serial, files, _versions_of(files), etag, status)
 
 
 class _LinkParser(HTMLParser):
@@ -552,6 +561,7 @@ class _LinkParser(HTMLParser):
         self.links: list[tuple[dict[str, str | None], str]] = []
         self.base_href: str | None = None
         self.repository_version: str | None = None
+        self.status_meta: dict[str, str | None] = {}  # PEP 792 meta name -> content, the first of each
         self.complete = False
         self._anchor: dict[str, str | None] | None = None
         self._text: list[str] = []
@@ -564,6 +574,8 @@ class _LinkParser(HTMLParser):
             self.base_href = values.get("href")
         elif tag == "meta" and values.get("name") == "pypi:repository-version":
             self.repository_version = values.get("content")
+        elif tag == "meta" and (name := values.get("name")) in (STATUS_META, REASON_META):
+            self.status_meta.setdefault(name, values.get("content"))
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._anchor is not None:
@@ -634,6 +646,8 @@ def _dist_from_json(project: str, entry: object, locate: Locate) -> DistFile:
         yanked=_yank(where, yanked),
         metadata_sha256=metadata_sha256,
         has_metadata=has_metadata,
+        provenance=_provenance(where, entry.get("provenance")),
+        provenance_sha256=_provenance_sha256(where, entry.get(PROVENANCE_SHA256_KEY)),
     )
 
 
@@ -663,7 +677,21 @@ def _dist_from_html(project: str, attrs: dict[str, str | None], label: str, base
         yanked=yanked,
         metadata_sha256=metadata_sha256,
         has_metadata=has_metadata,
+        provenance=_provenance(where, attrs.get("data-provenance")),
     )
+
+
+def _provenance(where: str, value: object) -> str | None:
+    """The PEP 740 provenance URL, or None; an invalid one is dropped (the file stays: provenance is optional)."""
+    try:
+        return provenance_url(where, value)
+    except InvalidInput as error:
+        LOG.warning("dropping a provenance URL: %s", error)
+        return None
+
+
+def _provenance_sha256(where: str, value: object) -> str | None:
+    return None if value is None else check_sha256(f"{where}: {PROVENANCE_SHA256_KEY}", value)
 
 
 def _json_metadata(where: str, value: object) -> tuple[bool, str | None]:

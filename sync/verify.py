@@ -71,6 +71,7 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
     sizes = {info.key: info.size for info in storage.list("packages/")}
     named: dict[str, tuple[str, int | None, str]] = {}  # key -> (sha256, size, naming project)
     projects = list(_project_names(storage, report))
+    quarantined: set[str] = set()  # PEP 792: published, but not in the root listing
     for name in projects:
         report.projects += 1
         json_key, html_key = page_keys(name)
@@ -84,12 +85,14 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
             continue
         if page.normalized != name:
             report.problems.append(f"wrong project: {json_key} is for {page.normalized!r}")
+        if page.status is not None and page.status.quarantined:
+            quarantined.add(name)
         if found_html is not None and render.project_html(page) != found_html[0]:
             report.lagging(f"pages disagree: {html_key} does not match {json_key}", name)
         sizes_by_key = {f.key: f.size for f in page.files}
         for key, sha256 in objects_named(page).items():
             named[key] = (sha256, sizes_by_key.get(key), name)
-    _check_root(storage, set(projects), report)
+    _check_root(storage, set(projects), quarantined, report)
     to_hash = []
     for key, (sha256, size, project) in sorted(named.items()):
         if key not in sizes:
@@ -125,7 +128,7 @@ def _safe_sha256(storage: Storage, key: str) -> str:
         return f"unreadable ({error})"
 
 
-def _check_root(storage: Storage, projects: set[str], report: VerifyReport) -> None:
+def _check_root(storage: Storage, projects: set[str], quarantined: set[str], report: VerifyReport) -> None:
     found_json, found_html = storage.get_bytes(ROOT_JSON_KEY), storage.get_bytes(ROOT_HTML_KEY)
     if found_json is None or found_html is None:
         report.lagging("missing root page: simple/index.v1_json and simple/index.html are both required")
@@ -137,5 +140,5 @@ def _check_root(storage: Storage, projects: set[str], report: VerifyReport) -> N
         return
     for name in sorted(listed - projects):
         report.lagging(f"dangling root entry: {ROOT_JSON_KEY} lists {name}, which has no pages")
-    for name in sorted(projects - listed):
+    for name in sorted(projects - listed - quarantined):
         report.lagging(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")

@@ -50,7 +50,8 @@ PAGE = ProjectPage(
 EXPECTED_HTML = f"""<!DOCTYPE html>
 <html>
   <head>
-    <meta name="pypi:repository-version" content="1.1">
+    <meta name="pypi:repository-version" content="1.4">
+    <meta name="pypi:project-status" content="active">
     <title>Links for demo-pkg</title>
   </head>
   <body>
@@ -67,7 +68,7 @@ demo_pkg-1.2.tar.gz</a><br />
 """
 
 EXPECTED_JSON = {
-    "meta": {"api-version": "1.1", "_last-serial": 42},
+    "meta": {"api-version": "1.4", "_last-serial": 42},
     "name": "demo-pkg",
     "versions": ["1.0", "1.1", "1.2"],
     "files": [
@@ -78,6 +79,7 @@ EXPECTED_JSON = {
             "size": 1234,
             "upload-time": "2024-01-02T03:04:05.123456Z",
             "yanked": False,
+            "provenance": None,
         },
         {
             "filename": "demo_pkg-1.1-py3-none-any.whl",
@@ -87,6 +89,7 @@ EXPECTED_JSON = {
             "requires-python": ">=3.8",
             "core-metadata": {"sha256": SHA_M},
             "yanked": 'broken <build> & "quotes"',
+            "provenance": None,
         },
         {
             "filename": "demo_pkg-1.2.tar.gz",
@@ -94,8 +97,10 @@ EXPECTED_JSON = {
             "hashes": {"sha256": "d" * 64},
             "size": 4,
             "yanked": True,
+            "provenance": None,
         },
     ],
+    "project-status": {"status": "active"},
 }
 
 
@@ -135,7 +140,7 @@ def test_unknown_sizes_make_a_1_0_page_and_unknown_serial_is_omitted():
     assert document["meta"] == {"api-version": "1.0"}
     assert ["size" in f for f in document["files"]] == [False, True]
     html = project_html(page).decode()
-    assert '<meta name="pypi:repository-version" content="1.0">' in html
+    assert '<meta name="pypi:repository-version" content="1.4">' in html  # PEP 700 sizes are JSON-only
     assert "SERIAL" not in html
 
 
@@ -219,7 +224,7 @@ def test_root_pages_list_normalized_links_in_the_given_order():
     projects = [("zope.Hookable", 7), ("Foo_Bar", None), ("tiny", 3)]
     assert root_html(projects).decode() == (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        '    <meta name="pypi:repository-version" content="1.1">\n'
+        '    <meta name="pypi:repository-version" content="1.4">\n'
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
         '    <a href="zope-hookable/">zope.Hookable</a>\n'
         '    <a href="foo-bar/">Foo_Bar</a>\n'
@@ -227,14 +232,14 @@ def test_root_pages_list_normalized_links_in_the_given_order():
         "  </body>\n</html>\n"
     )
     assert json.loads(root_json(projects, 99)) == {
-        "meta": {"api-version": "1.1", "_last-serial": 99},
+        "meta": {"api-version": "1.4", "_last-serial": 99},
         "projects": [
             {"name": "zope.Hookable", "_last-serial": 7},
             {"name": "Foo_Bar"},
             {"name": "tiny", "_last-serial": 3},
         ],
     }
-    assert json.loads(root_json([], None)) == {"meta": {"api-version": "1.1"}, "projects": []}
+    assert json.loads(root_json([], None)) == {"meta": {"api-version": "1.4"}, "projects": []}
 
 
 def test_root_links_are_normalized_as_packaging_does():
