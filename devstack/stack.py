@@ -139,6 +139,8 @@ class LocalStack:
         )
         handlers.runtime.cache_clear()  # the handlers build their runtime from this environment
         self.edge = EdgeServer(S3Origin(self.endpoint_url, BUCKET), port=0 if self.want_redirector else self.port or 0)
+        self._set_env({"PYPI_CDN_PUBLIC_URL": self.edge.url})  # pages point at provenance documents on the edge
+        handlers.runtime.cache_clear()
         if self.want_redirector:
             settings = RedirectorSettings(
                 domain="localhost",

@@ -7,8 +7,9 @@
 
 One project is never synced twice at once: a short per-project lease (the destination lease mechanism, under
 `.pypi-cdn/leases/`) serialises deliveries, and every sync reads the published page's serial first so an older page
-never replaces a newer one. Workers cannot write the planner's state, so a worker that publishes a new project or
-removes one leaves a marker under `.pypi-cdn/roster/`; the planner folds markers into its state and the root pages.
+never replaces a newer one. Workers cannot write the planner's state, so a worker that publishes a new project,
+removes one, or publishes a PEP 792 quarantine or its end leaves a marker under `.pypi-cdn/roster/`; the planner folds
+markers into its state and the root pages.
 `run_local` drives the same planner and worker code with threads instead of Lambdas.
 """
 
@@ -44,6 +45,7 @@ from sync.lease import Lease, LeaseHeld, acquire
 from sync.mirror import Mirror, Outcome, Plan, ProjectResult, record_result
 from sync.models import InvalidInput, normalize_project_name
 from sync.progress import Reporter
+from sync.project_status import is_quarantined
 from sync.render import parse_published_json
 from sync.state import STATE_KEY, MirrorState, ProjectState, load_state, save_state
 from sync.status import pass_status, previous_sync, write_status
@@ -160,7 +162,7 @@ class ProjectSyncer:
             return ProjectResult(job.project, Outcome.FAILED, errors=[f"project lease: {error}"])
         with lease:
             try:
-                held, published_serial = self._published_serial(job.project)
+                held, published_serial, was_quarantined = self._published_serial(job.project)
             except StorageError as error:
                 return ProjectResult(job.project, Outcome.FAILED, errors=[str(error)])
             result = self.mirror.sync_project(
@@ -171,7 +173,7 @@ class ProjectSyncer:
                 check_existing=check_existing,
             )
             try:
-                self._mark_roster(result, held=held)
+                self._mark_roster(result, held=held, was_quarantined=was_quarantined)
             except StorageError as error:
                 result.outcome = Outcome.FAILED
                 result.errors.append(str(error))
@@ -193,31 +195,36 @@ class ProjectSyncer:
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 
-    def _published_serial(self, project: str) -> tuple[bool, int | None]:
-        """(whether a page is published, its `_last-serial`): the floor below which no upstream page is taken."""
+    def _published_serial(self, project: str) -> tuple[bool, int | None, bool]:
+        """(whether a page is published, its `_last-serial`: the floor below which no upstream page is taken,
+        whether it is a PEP 792 quarantine)."""
         found = self.storage.get_bytes(f"simple/{project}/index.v1_json")
         if found is None:
-            return False, None
+            return False, None, False
         try:
-            return True, parse_published_json(found[0]).last_serial
+            page = parse_published_json(found[0])
         except ValueError:
-            return True, None  # unreadable: sync_project replaces it
+            return True, None, False  # unreadable: sync_project replaces it
+        return True, page.last_serial, is_quarantined(page)
 
-    def _mark_roster(self, result: ProjectResult, *, held: bool) -> None:
-        """Tell the planner when the set of published projects changed (a new project, or a removed one)."""
+    def _mark_roster(self, result: ProjectResult, *, held: bool, was_quarantined: bool) -> None:
+        """Tell the planner when its root listing changes: a new project, a removed one, a PEP 792 quarantine
+        entered or lifted."""
+        changes = []
         if result.outcome is Outcome.UPDATED and not held:
-            write, drop = "added", "removed"
+            changes.append(("added", "removed"))
         elif result.outcome is Outcome.REMOVED and held:
-            write, drop = "removed", "added"
-        else:
-            return
-        self.storage.delete(f"{ROSTER_PREFIX}{result.name}.{drop}")
-        self.storage.put_bytes(
-            f"{ROSTER_PREFIX}{result.name}.{write}",
-            b"",
-            content_type="application/octet-stream",
-            cache_control="no-store",
-        )
+            changes.append(("removed", "added"))
+        if result.outcome is Outcome.UPDATED and result.quarantined != was_quarantined:
+            changes.append(("quarantined", "released") if result.quarantined else ("released", "quarantined"))
+        for write, drop in changes:
+            self.storage.delete(f"{ROSTER_PREFIX}{result.name}.{drop}")
+            self.storage.put_bytes(
+                f"{ROSTER_PREFIX}{result.name}.{write}",
+                b"",
+                content_type="application/octet-stream",
+                cache_control="no-store",
+            )
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
@@ -363,7 +370,7 @@ class Planner:
 
     def _plan(self, state: MirrorState | None, backfill: bool) -> Plan:
         if backfill and state is not None:  # the listing instead of the feed: everything upstream not yet held
-            state = MirrorState(projects=state.projects, pending=state.pending)
+            state = MirrorState(projects=state.projects, pending=state.pending, quarantined=state.quarantined)
         return self.mirror.plan(state or MirrorState())
 
     def _run_locked(self, stored: MirrorState | None, plan: Plan, deadline: Deadline) -> PlannerResult:
@@ -428,8 +435,8 @@ class Planner:
         return [info.key for info in self.storage.list(ROSTER_PREFIX)]
 
     def _fold_roster(self, state: MirrorState) -> tuple[list[str], bool]:
-        """Apply the workers' markers (projects they published or removed) to `state`: the markers, and whether the
-        set of mirrored projects changed."""
+        """Apply the workers' markers (projects published, removed, quarantined or released) to `state`: the markers,
+        and whether the root listing changed."""
         markers = self._roster_markers()
         changed = False
         for key in markers:
@@ -440,6 +447,10 @@ class Planner:
                 changed = True
             elif change == "removed" and held:
                 del state.projects[name]
+                state.quarantined.discard(name)
+                changed = True
+            elif change in ("quarantined", "released") and (name in state.quarantined) != (change == "quarantined"):
+                (state.quarantined.add if change == "quarantined" else state.quarantined.discard)(name)
                 changed = True
         return markers, changed
 

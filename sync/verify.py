@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sync import render
 from sync.lease import LEASE_KEY
 from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, objects_named, page_keys
+from sync.project_status import is_quarantined
 from sync.state import load_state
 from sync.storage import Storage, StorageError
 
@@ -85,8 +86,7 @@ def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) ->
             continue
         if page.normalized != name:
             report.problems.append(f"wrong project: {json_key} is for {page.normalized!r}")
-        if page.status is not None and page.status.quarantined:
-            quarantined.add(name)
+        quarantined.update([name] if is_quarantined(page) else [])
         if found_html is not None and render.project_html(page) != found_html[0]:
             report.lagging(f"pages disagree: {html_key} does not match {json_key}", name)
         sizes_by_key = {f.key: f.size for f in page.files}

@@ -113,7 +113,8 @@ def test_json_disabled_serves_html_whatever_is_asked(upstream):
 def test_json_page_has_pep_691_700_714_fields_with_the_right_types(upstream, fake_index):
     page = json_page(upstream, "foo-bar")
     project = fake_index.project("Foo_Bar")
-    assert page["meta"] == {"api-version": "1.1", "_last-serial": project.last_serial}
+    assert page["meta"] == {"api-version": "1.4", "_last-serial": project.last_serial}
+    assert page["project-status"] == {"status": "active"}
     assert page["name"] == "foo-bar"
     assert page["versions"] == ["1.0", "1.1"]
     by_name = {entry["filename"]: entry for entry in page["files"]}
@@ -126,8 +127,10 @@ def test_json_page_has_pep_691_700_714_fields_with_the_right_types(upstream, fak
         assert isinstance(entry["size"], int)
         assert UPLOAD_TIME.match(entry["upload-time"])
     sdist, wheel, yanked = (by_name[name] for name in sorted(by_name, key=lambda n: (n.endswith(".whl"), n)))
-    assert "requires-python" not in sdist
-    assert "core-metadata" not in sdist
+    assert sdist["requires-python"] is None  # Warehouse writes every key, null or false when there is nothing
+    assert sdist["core-metadata"] is False
+    assert sdist["data-dist-info-metadata"] is False
+    assert sdist["provenance"] is None
     assert sdist["yanked"] is False
     assert wheel["requires-python"] == ">=3.8"
     metadata = next(f.metadata for f in project.files if f.metadata)
@@ -153,7 +156,8 @@ def test_html_page_escapes_attributes_and_carries_both_metadata_names(upstream, 
     text = reply.body.decode()
     assert 'data-requires-python="&gt;=3.8"' in text
     assert 'data-yanked="broken &quot;wheel&quot; &lt;see #1&gt;"' in text
-    assert "<title>Links for Foo_Bar</title>" in text
+    assert "<title>Links for foo-bar</title>" in text  # Warehouse titles the page with the normalized name
+    assert '<meta name="pypi:project-status" content="active">' in text
     assert text.rstrip().endswith(f"<!--SERIAL {fake_index.project('foo-bar').last_serial}-->")
     links = {link["href"]: link for link in html_links(reply.body)}
     for dist in fake_index.project("foo-bar").files:
@@ -177,7 +181,7 @@ def test_root_lists_every_project_with_its_serial(upstream, fake_index):
     reply = fetch(upstream, "/simple/", Accept=JSON_TYPE)
     assert reply.headers["X-PyPI-Last-Serial"] == str(fake_index.serial)
     root = reply.json()
-    assert root["meta"] == {"api-version": "1.1", "_last-serial": fake_index.serial}
+    assert root["meta"] == {"api-version": "1.4", "_last-serial": fake_index.serial}
     assert root["projects"] == [{"name": p.name, "_last-serial": p.last_serial} for p in fake_index.projects()]
     hrefs = [link["href"] for link in html_links(fetch(upstream, "/simple/").body)]
     assert hrefs == ["/simple/foo-bar/", "/simple/tiny/", "/simple/zope-hookable/"]

@@ -8,8 +8,10 @@ sha256 while a hundred megabytes cost only memory copies and hashing. Wheels are
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
+import json
 import math
 import random
 import re
@@ -146,6 +148,43 @@ def add_sample_projects(index: FakeIndex) -> None:
     )
     index.add_file("tiny", "tiny-0.5.tar.gz", b"tiny", version="0.5")
     index.add_file("tiny", "tiny-1.0-py2.py3-none-any.whl", b"tiny wheel", version="1.0")
+
+
+def provenance_document(filename: str, sha256: str, *, publishers: tuple[str, ...] = ("release.yml",)) -> bytes:
+    """A PEP 740 provenance object for one file, shaped as PyPI serves it: one GitHub Trusted Publisher bundle per
+    workflow in `publishers`, each with one attestation whose in-toto statement names the file. The certificate and
+    signature are placeholders (nothing here is signed)."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": filename, "digest": {"sha256": sha256}}],
+        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicate": None,
+    }
+    attestation = {
+        "version": 1,
+        "verification_material": {
+            "certificate": base64.b64encode(b"placeholder certificate").decode(),
+            "transparency_entries": [{"logIndex": "1", "kindVersion": {"kind": "dsse", "version": "0.0.1"}}],
+        },
+        "envelope": {
+            "statement": base64.b64encode(json.dumps(statement).encode()).decode(),
+            "signature": base64.b64encode(b"placeholder signature").decode(),
+        },
+    }
+    bundles = [
+        {
+            "publisher": {
+                "kind": "GitHub",
+                "repository": "example/project",
+                "workflow": workflow,
+                "environment": None,
+                "claims": None,
+            },
+            "attestations": [attestation],
+        }
+        for workflow in publishers
+    ]
+    return json.dumps({"version": 1, "attestation_bundles": bundles}).encode()
 
 
 def _project_names(rng: random.Random, count: int) -> list[str]:

@@ -1,7 +1,9 @@
 """The fake index's data: projects, their files and PyPI's change journal — no HTTP here.
 
 Every mutation takes the next global serial, appends one journal row (what XML-RPC `changelog_since_serial` returns)
-and becomes the project's `last_serial`, as on PyPI. Project states are immutable snapshots, so the server can render
+and becomes the project's `last_serial`, as on PyPI: uploads, removals, yanks and PEP 792 status changes (a
+quarantine too). A file's PEP 740 provenance document comes with its upload and may gain attestations later without
+a journal row, as on PyPI. Project states are immutable snapshots, so the server can render
 a page without holding the lock, and a few past states per project are kept to serve stale pages on demand.
 """
 
@@ -22,6 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 BASE_SERIAL = 1000
+PROJECT_STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
 # The journal's clock: serial BASE_SERIAL happens at CLOCK_START, each later serial one second after the previous.
 CLOCK_START = datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 HISTORY_DEPTH = 32  # past states kept per project for stale pages
@@ -59,6 +62,7 @@ class FakeFile:
     requires_python: str | None = None
     metadata: bytes | None = field(default=None, repr=False)
     yanked: bool | str = False
+    provenance: bytes | None = field(default=None, repr=False)  # PEP 740 document as uploaded
 
     @property
     def size(self) -> int:
@@ -88,10 +92,21 @@ class FakeProject:
     last_serial: int
     created_serial: int
     files: tuple[FakeFile, ...] = ()
+    status: str = "active"  # PEP 792: active, archived, quarantined or deprecated
+    status_reason: str | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
+
+    @property
+    def offered_files(self) -> tuple[FakeFile, ...]:
+        """The files the index offers: none while the project is quarantined (Warehouse filters them out)."""
+        return () if self.quarantined else self.files
 
     @property
     def versions(self) -> tuple[str, ...]:
-        return tuple(sorted({f.version for f in self.files}, key=version_order))
+        return tuple(sorted({f.version for f in self.offered_files}, key=version_order))
 
 
 class ChangelogRow(NamedTuple):
@@ -125,6 +140,8 @@ class FakeIndex:
         self._serial = base_serial
         self._history: dict[str, list[FakeProject]] = {}  # normalized -> states, oldest first
         self._files_by_path: dict[str, FakeFile] = {}
+        self._project_of: dict[str, str] = {}  # file url_path -> normalized project
+        self._provenance: dict[str, bytes] = {}  # file url_path -> its document, once it gained attestations
         self._changelog: list[ChangelogRow] = []
         self._bulk: list[_BulkRange] = []
 
@@ -167,8 +184,20 @@ class FakeIndex:
         return older[-1] if older else states[0]
 
     def file_at(self, url_path: str) -> FakeFile | None:
-        """The file currently served at `url_path` (see FakeFile.url_path)."""
-        return self._files_by_path.get(url_path)
+        """The file currently served at `url_path` (see FakeFile.url_path); None while its project is quarantined."""
+        found = self._files_by_path.get(url_path)
+        if found is None:
+            return None
+        project = self.page_state(self._project_of.get(url_path, ""))
+        return None if project is not None and project.quarantined else found
+
+    def provenance_of(self, project: str, filename: str) -> bytes | None:
+        """The current PEP 740 provenance document of a file offered by `project`, if it has one."""
+        state = self.page_state(project)
+        found = next((f for f in state.offered_files if f.filename == filename), None) if state else None
+        if found is None or found.provenance is None:
+            return None
+        return self._provenance.get(found.url_path, found.provenance)
 
     def changelog_since(self, serial: int, limit: int | None = None) -> list[ChangelogRow]:
         """Journal rows after `serial`, oldest first, at most `limit` of them."""
@@ -181,10 +210,16 @@ class FakeIndex:
         return list(itertools.islice(merged, limit))
 
     def listing(self) -> tuple[int, Iterator[tuple[str, str, int]]]:
-        """(serial, every project as (display name, normalized, last serial) in normalized order), one snapshot."""
+        """(serial, every project as (display name, normalized, last serial) in normalized order), one snapshot.
+
+        A quarantined project is left out, as PyPI leaves it out of its root listing."""
         with self._lock:
             serial = self._serial
-            current = [(states[-1].name, key, states[-1].last_serial) for key, states in sorted(self._history.items())]
+            current = [
+                (states[-1].name, key, states[-1].last_serial)
+                for key, states in sorted(self._history.items())
+                if not states[-1].quarantined
+            ]
             bulk_ranges = list(self._bulk)
         bulk_names = (
             (BULK_DISPLAY.format(i), f"bulk-project-{i:07d}", bulk.serial_of(i))
@@ -205,6 +240,7 @@ class FakeIndex:
         metadata: bytes | None = None,
         yanked: bool | str = False,
         upload_time: datetime | None = None,
+        provenance: bytes | None = None,
     ) -> FakeFile:
         """Upload `filename` to `project` (created if new; its display name is kept as first given)."""
         valid_project_name(project)
@@ -229,18 +265,35 @@ class FakeIndex:
                 requires_python=requires_python,
                 metadata=metadata,
                 yanked=yanked,
+                provenance=provenance,
             )
             files = sorted([*(current.files if current else ()), added], key=lambda f: f.sort_key)
-            state = FakeProject(
-                current.name if current else project,
-                normalized,
-                serial,
-                current.created_serial if current else serial,
-                tuple(files),
+            state = (
+                replace(current, last_serial=serial, files=tuple(files))
+                if current
+                else FakeProject(project, normalized, serial, serial, tuple(files))
             )
             self._commit(state, version, f"add {python_tag(filename)} file {filename}")
             self._files_by_path[added.url_path] = added
+            self._project_of[added.url_path] = normalized
             return added
+
+    def set_status(self, project: str, status: str, reason: str | None = None) -> None:
+        """Set the PEP 792 status (`quarantined` withholds every file, `active` lifts it): a journal entry."""
+        if status not in PROJECT_STATUSES:
+            raise ValueError(f"unknown project status {status!r}: one of {', '.join(sorted(PROJECT_STATUSES))}")
+        with self._lock:
+            current = self._current(project)
+            changed = replace(current, last_serial=self._next_serial(), status=status, status_reason=reason)
+            self._commit(changed, None, f"set project status {status}")
+
+    def attest(self, project: str, filename: str, document: bytes) -> None:
+        """Replace a file's provenance document, e.g. with one more attestation bundle: no journal row, no serial."""
+        with self._lock:
+            target = self._find_file(self._current(project), filename)
+            if target.provenance is None:
+                raise ValueError(f"file {filename!r} was uploaded without provenance")
+            self._provenance[target.url_path] = document
 
     def remove_file(self, project: str, filename: str) -> None:
         """Delete one file; the project stays, even with no file left (as on PyPI)."""

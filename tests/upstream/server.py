@@ -1,7 +1,9 @@
 """The fake PyPI over HTTP: what pypi.org and files.pythonhosted.org answer, plus knobs and injected faults.
 
-Endpoints: `/simple/` and `/simple/<name>/` (PEP 503 HTML / PEP 691 JSON by Accept or `?format=`, PEP 592/700/714
-fields, strong ETags, `X-PyPI-Last-Serial`, 301 to the normalized name), `/packages/…` files and their `.metadata`,
+Endpoints: `/simple/` and `/simple/<name>/` (PEP 503 HTML / PEP 691 JSON by Accept or `?format=`, API 1.4 as
+Warehouse renders it: PEP 592/700/714 fields, PEP 740 `provenance`, PEP 792 `project-status`; strong ETags,
+`X-PyPI-Last-Serial`, 301 to the normalized name), `/packages/…` files and their `.metadata`, PEP 740 provenance
+documents at `/integrity/<project>/<version>/<filename>/provenance`,
 XML-RPC at `POST /pypi` (`changelog_since_serial`, `changelog_last_serial`, `list_packages_with_serial`), and the
 legacy JSON API `/pypi/<name>/json` (what bandersnatch reads per project).
 Runs in-process on 127.0.0.1 (stdlib ThreadingHTTPServer, HTTP/1.1 keep-alive), one daemon thread per connection.
@@ -29,7 +31,7 @@ from enum import Enum
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.parsers.expat import ExpatError
 
 from packaging.utils import canonicalize_name
@@ -46,7 +48,8 @@ MEDIA_ALIASES = {
     "application/vnd.pypi.simple.latest+html": V1_HTML_TYPE,
 }
 CONTENT_TYPE_HEADERS = {TEXT_HTML_TYPE: "text/html; charset=utf-8", V1_HTML_TYPE: V1_HTML_TYPE, JSON_TYPE: JSON_TYPE}
-API_VERSION = "1.1"
+API_VERSION = "1.4"  # Warehouse's, since PEP 792
+INTEGRITY_TYPE = "application/vnd.pypi.integrity.v1+json"
 XMLRPC_MAX_ROWS = 50_000  # PyPI's cap on one changelog_since_serial answer
 PAGE_CACHE_CONTROL = "max-age=600, public"
 FILE_CACHE_CONTROL = "max-age=365000000, immutable, public"
@@ -240,29 +243,44 @@ def iso_time(moment: datetime) -> str:
     return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def render_project_json(project: FakeProject, files_base: str, size_delta: int = 0) -> bytes:
-    """PEP 691/700/714 JSON page; `size_delta` skews every advertised size (the wrong_size fault)."""
+def provenance_url(index_base: str, project: FakeProject, dist: FakeFile) -> str | None:
+    """Where Warehouse serves a file's PEP 740 provenance (`integrity.provenance`, absolute on the index's host)."""
+    if dist.provenance is None:
+        return None
+    return f"{index_base}/integrity/{project.normalized}/{quote(dist.version)}/{quote(dist.filename)}/provenance"
+
+
+def render_project_json(project: FakeProject, files_base: str, index_base: str, size_delta: int = 0) -> bytes:
+    """The JSON page as Warehouse's `_simple_detail` builds it (API 1.4: PEP 691/700/714/740/792); `size_delta`
+    skews every advertised size (the wrong_size fault). A quarantined project lists no files and no versions."""
     files = []
-    for dist in project.files:
-        entry: dict[str, object] = {
-            "filename": dist.filename,
-            "url": files_base + dist.url_path,
-            "hashes": {"sha256": dist.sha256},
-        }
-        if dist.requires_python is not None:
-            entry["requires-python"] = dist.requires_python
-        if (metadata_sha256 := dist.metadata_sha256) is not None:
-            entry["core-metadata"] = {"sha256": metadata_sha256}
-            entry["data-dist-info-metadata"] = {"sha256": metadata_sha256}  # PyPI still sends the pre-PEP 714 key
-        entry["yanked"] = dist.yanked
-        entry["size"] = dist.size + size_delta
-        entry["upload-time"] = iso_time(dist.upload_time)
-        files.append(entry)
+    for dist in project.offered_files:
+        metadata: dict[str, str] | bool = (
+            {"sha256": dist.metadata_sha256} if dist.metadata_sha256 is not None else False
+        )
+        files.append(
+            {
+                "filename": dist.filename,
+                "url": files_base + dist.url_path,
+                "hashes": {"sha256": dist.sha256},
+                "requires-python": dist.requires_python,
+                "size": dist.size + size_delta,
+                "upload-time": iso_time(dist.upload_time),
+                "yanked": dist.yanked,
+                "data-dist-info-metadata": metadata,  # PyPI still sends the pre-PEP 714 key, under this name
+                "core-metadata": metadata,
+                "provenance": provenance_url(index_base, project, dist),
+            }
+        )
+    status: dict[str, str] = {"status": project.status}
+    if project.status_reason is not None:  # Warehouse keeps no reason; the spec allows one
+        status["reason"] = project.status_reason
     page = {
         "meta": {"api-version": API_VERSION, "_last-serial": project.last_serial},
         "name": project.normalized,
         "versions": list(project.versions),
         "files": files,
+        "project-status": status,
     }
     return json.dumps(page, separators=(",", ":")).encode()
 
@@ -300,32 +318,43 @@ def render_legacy_json(project: FakeProject, files_base: str) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _html_link(dist: FakeFile, files_base: str) -> str:
-    attributes = [f'href="{html.escape(files_base + dist.url_path)}#sha256={dist.sha256}"']
-    if dist.requires_python is not None:
-        attributes.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
+def _html_link(project: FakeProject, dist: FakeFile, files_base: str, index_base: str) -> str:
+    """One anchor as Warehouse's `detail.html` writes it, attribute order and spacing included."""
+    attributes = ""
+    if dist.requires_python:
+        attributes += f'data-requires-python="{html.escape(dist.requires_python)}" '
     if dist.yanked is not False:
         reason = dist.yanked if isinstance(dist.yanked, str) else ""
-        attributes.append(f'data-yanked="{html.escape(reason)}"')
+        attributes += f'data-yanked="{html.escape(reason)}" '
     if (metadata_sha256 := dist.metadata_sha256) is not None:
-        attributes.append(f'data-dist-info-metadata="sha256={metadata_sha256}"')
-        attributes.append(f'data-core-metadata="sha256={metadata_sha256}"')
-    return f"    <a {' '.join(attributes)}>{html.escape(dist.filename)}</a><br />"
+        attributes += f'data-dist-info-metadata="sha256={metadata_sha256}" '
+        attributes += f'data-core-metadata="sha256={metadata_sha256}"'
+    if (provenance := provenance_url(index_base, project, dist)) is not None:
+        attributes += f' data-provenance="{html.escape(provenance)}"'
+    href = html.escape(files_base + dist.url_path)
+    return f'    <a href="{href}#sha256={dist.sha256}" {attributes}>{html.escape(dist.filename)}</a><br />'
 
 
-def render_project_html(project: FakeProject, files_base: str) -> bytes:
-    """PEP 503/592/714 HTML page, laid out as PyPI's, with its trailing `<!--SERIAL n-->`."""
-    title = html.escape(project.name)
+def render_project_html(project: FakeProject, files_base: str, index_base: str) -> bytes:
+    """The HTML page as Warehouse's `detail.html` renders it (API 1.4), with its trailing `<!--SERIAL n-->`.
+
+    Warehouse writes `pypi:project-status` always and keeps no reason; a reason given here goes in
+    `pypi:project-status-reason`, as the spec has it."""
+    title = html.escape(project.normalized)
+    status = [f'    <meta name="pypi:project-status" content="{html.escape(project.status)}">']
+    if project.status_reason is not None:
+        status.append(f'    <meta name="pypi:project-status-reason" content="{html.escape(project.status_reason)}">')
     lines = [
         "<!DOCTYPE html>",
-        "<html>",
+        '<html lang="en">',
         "  <head>",
         f'    <meta name="pypi:repository-version" content="{API_VERSION}">',
+        *status,
         f"    <title>Links for {title}</title>",
         "  </head>",
         "  <body>",
         f"    <h1>Links for {title}</h1>",
-        *(_html_link(dist, files_base) for dist in project.files),
+        *(_html_link(project, dist, files_base, index_base) for dist in project.offered_files),
         "  </body>",
         "</html>",
         f"<!--SERIAL {project.last_serial}-->",
@@ -371,6 +400,10 @@ def _phrase(status: int) -> str:
 def _text_response(status: int, message: str | None = None, headers: list[tuple[str, str]] | None = None) -> _Response:
     text = message or _phrase(status)
     return _Response(status, [text.encode() + b"\n"], [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])])
+
+
+def _json_response(status: int, document: dict[str, str]) -> _Response:
+    return _Response(status, [json.dumps(document).encode()], [("Content-Type", "application/json")])
 
 
 def _redirect(status: int, location: str) -> _Response:
@@ -513,8 +546,8 @@ class UpstreamServer:
             return self._xmlrpc(request)
         if request.path.startswith("/pypi/"):
             return self._legacy_json(request)
-        if request.path.startswith("/packages/"):
-            return self._file(request)
+        if request.path.startswith(("/packages/", "/integrity/")):
+            return self._file(request) if request.path.startswith("/packages/") else self._provenance(request)
         if request.path == "/simple" or request.path.startswith("/simple/"):
             return self._simple(request, fault)
         return _text_response(404)
@@ -553,7 +586,7 @@ class UpstreamServer:
             return _text_response(406)
         files_base = (self.files_base_url or self.url).rstrip("/")
         if fault is not None and fault.kind is FaultKind.WRONG_SIZE and content_type == JSON_TYPE:
-            skewed = render_project_json(project, files_base, size_delta=1)
+            skewed = render_project_json(project, files_base, self.url, size_delta=1)
             return _Response(200, [skewed], self._page_headers(JSON_TYPE, project.last_serial))
 
         def render(kind: str) -> _Rendered:
@@ -561,9 +594,9 @@ class UpstreamServer:
             cached = self._page_cache.get(key)
             if cached is None:
                 body = (
-                    render_project_json(project, files_base)
+                    render_project_json(project, files_base, self.url)
                     if kind == JSON_TYPE
-                    else render_project_html(project, files_base)
+                    else render_project_html(project, files_base, self.url)
                 )
                 cached = _Rendered(body, _etag(kind, body))
                 if len(self._page_cache) >= PAGE_CACHE_ENTRIES:
@@ -648,6 +681,22 @@ class UpstreamServer:
         return _Response(
             200, [body], [("Content-Type", "application/octet-stream"), ("Cache-Control", FILE_CACHE_CONTROL)]
         )
+
+    def _provenance(self, request: _Request) -> _Response:
+        """`/integrity/<project>/<version>/<filename>/provenance` as Warehouse's `provenance_for_file` answers it:
+        406 unless Accept allows the integrity type or JSON, 404 without provenance, else the document."""
+        if request.method not in {"GET", "HEAD"}:
+            return _text_response(405, headers=[("Allow", "GET, HEAD")])
+        parts = request.path.removeprefix("/integrity/").split("/")
+        if len(parts) != 4 or parts[3] != "provenance":
+            return _text_response(404)
+        chosen = negotiate(request.headers.get("Accept"), (INTEGRITY_TYPE, "application/json"))
+        if chosen is None:
+            return _json_response(406, {"message": "Request not acceptable"})
+        document = self.index.provenance_of(parts[0], parts[2])
+        if document is None:
+            return _json_response(404, {"message": f"No provenance available for {parts[2]}"})
+        return _Response(200, [document], [("Content-Type", chosen), ("Cache-Control", PAGE_CACHE_CONTROL)])
 
     def _legacy_json(self, request: _Request) -> _Response:
         if request.method not in {"GET", "HEAD"}:
