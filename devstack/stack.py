@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +113,9 @@ class LocalStack:
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         self.moto.start()
         self.endpoint_url = f"http://127.0.0.1:{moto_port}"
+        # moto keeps its buckets per process, not per server: start from none, whatever stack ran here before.
+        reset = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 (http://127.0.0.1: our own moto)
         self._set_env(
             {
                 "AWS_ACCESS_KEY_ID": "local",
