@@ -10,13 +10,18 @@ from types import SimpleNamespace
 import pypi_simple
 import pytest
 
+from sync.cli import main as cli_main
+from sync.config import ConfigError, MirrorConfig
+from sync.lambda_settings import settings_from_env
+from sync.mirror import Outcome, ProjectResult, record_result
 from sync.models import DistFile, InvalidInput, ProjectStatus
 from sync.provenance import check_document
+from sync.state import MirrorState, ProjectState
 from sync.storage import INTEGRITY
 from sync.upstream import UpstreamClient
 from tests.test_mirror import Harness, destination  # noqa: F401  (the fixture)
 from tests.upstream.corpus import installable_wheel, provenance_document
-from tests.upstream.server import JSON_TYPE, Fault, render_project_json
+from tests.upstream.server import JSON_TYPE, Fault, render_project_html, render_project_json
 
 PUBLIC_URL = "https://mirror.example"
 PROJECT = "Attested_Pkg"
@@ -316,3 +321,81 @@ def test_our_json_page_matches_warehouses_field_by_field(upstream, fake_index, t
                 assert mine[field] == theirs[field], field
             assert mine.get("requires-python") == theirs["requires-python"]
             assert mine.get("core-metadata", False) == theirs["core-metadata"]
+
+
+# -------------------------------------------------------------------------------------- settings and state
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("https://cdn.example.org/", "https://cdn.example.org"),
+        ("https://cdn.example.org/mirror", "https://cdn.example.org/mirror"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),  # loopback counts as a secure origin
+        ("http://cdn.example.org", None),
+        ("https://cdn.example.org/?a=1", None),
+        ("cdn.example.org", None),
+    ],
+)
+def test_the_public_url_must_be_a_secure_origin(tmp_path, value, accepted):
+    if accepted is None:
+        with pytest.raises(ConfigError, match="public_url"):
+            MirrorConfig(dest=str(tmp_path), public_url=value)
+        with pytest.raises(ConfigError, match="PYPI_CDN_PUBLIC_URL"):
+            settings_from_env({"PYPI_CDN_DEST": str(tmp_path), "PYPI_CDN_PUBLIC_URL": value})
+        assert cli_main(["mirror", "--upstream", "https://pypi.org", "--dest", str(tmp_path), "--public-url", value])
+    else:
+        assert MirrorConfig(dest=str(tmp_path), public_url=value).public_url == accepted
+        assert settings_from_env({"PYPI_CDN_DEST": str(tmp_path), "PYPI_CDN_PUBLIC_URL": value}).mirror.public_url
+
+
+def test_the_state_keeps_quarantined_projects_and_reads_states_written_before():
+    state = MirrorState(serial=7, projects={"a": ProjectState(1, None), "b": ProjectState(2, '"e"')})
+    before = state.to_json()
+    assert b"quarantined" not in before  # a state without quarantines is byte for byte what it was
+    state.quarantined.add("b")
+    again = MirrorState.from_json(state.to_json())
+    assert again.quarantined == {"b"}
+    assert MirrorState.from_json(before).quarantined == set()
+
+
+@pytest.mark.parametrize(
+    ("held", "was_quarantined", "outcome", "quarantined", "listing_changes"),
+    [
+        (True, False, Outcome.UPDATED, True, True),  # quarantined: leaves the root listing
+        (True, True, Outcome.UPDATED, False, True),  # lifted: back in it
+        (True, True, Outcome.UNCHANGED, False, False),  # still quarantined (an unchanged page keeps it so)
+        (True, True, Outcome.REMOVED, False, False),  # deleted while quarantined: it was not listed anyway
+        (False, False, Outcome.UPDATED, True, False),  # first seen quarantined: never listed
+        (False, False, Outcome.UPDATED, False, True),
+    ],
+)
+def test_recording_a_result_tracks_quarantines_for_the_root_listing(
+    held, was_quarantined, outcome, quarantined, listing_changes
+):
+    state = MirrorState(projects={"p": ProjectState(1, None)} if held else {})
+    if was_quarantined:
+        state.quarantined.add("p")
+    result = ProjectResult("p", outcome, 2, None, quarantined=quarantined)
+    assert record_result(state, result) is listing_changes
+    still = was_quarantined and outcome is Outcome.UNCHANGED
+    assert ("p" in state.quarantined) is ((quarantined and outcome is Outcome.UPDATED) or still)
+
+
+def test_our_html_page_matches_warehouses_field_by_field(upstream, fake_index, tmp_path):
+    attested_release(fake_index)
+    fake_index.set_status(PROJECT, "deprecated")
+    mirror = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None))
+    assert mirror.run().failed == []
+    fields = ("filename", "digests", "requires_python", "is_yanked", "yanked_reason", "has_metadata")
+    for project in fake_index.projects():
+        name = project.normalized
+        theirs = pypi_simple.ProjectPage.from_html(name, render_project_html(project, upstream.url, upstream.url))
+        ours = pypi_simple.ProjectPage.from_html(name, stored(mirror, f"simple/{name}/index.html") or b"")
+        assert (ours.repository_version, ours.status, ours.status_reason) == (
+            theirs.repository_version,
+            theirs.status,
+            theirs.status_reason,
+        )
+        for mine, warehouse in zip(ours.packages, theirs.packages, strict=True):
+            assert [getattr(mine, f) for f in fields] == [getattr(warehouse, f) for f in fields]
+            assert mine.metadata_digests == warehouse.metadata_digests
+            assert mine.provenance_url == warehouse.provenance_url  # without a public URL: upstream's

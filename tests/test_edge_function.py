@@ -215,12 +215,16 @@ def test_paths_outside_the_index_never_reach_the_origin(edge_function: ViewerReq
         "/packages/ab/cd/ef/torch-2.0.0%2Bcpu-cp311-cp311-linux_x86_64.whl",
         "/packages/ab/cd/ef/six-1.17.0-py2.py3-none-any.whl.metadata",
         "/packages/ab/cd/ef/six-1.17.0.tar.gz?versionId=3",
+        "/packages/ab/cd/ef/six-1.17.0-py2.py3-none-any.whl.provenance",  # PEP 740, served as stored
         "/status.json",
         "/status.json?t=1",
     ],
 )
-def test_packages_and_the_status_pass_through_unchanged(edge_function: ViewerRequestFunction, target: str) -> None:
-    event = viewer_request_event("GET", target, [("Accept", "*/*")])
+@pytest.mark.parametrize("accept", ["*/*", "application/vnd.pypi.integrity.v1+json"])
+def test_packages_and_the_status_pass_through_unchanged(
+    edge_function: ViewerRequestFunction, target: str, accept: str
+) -> None:
+    event = viewer_request_event("GET", target, [("Accept", accept)])
     assert edge_function(event) == event["request"]
 
 

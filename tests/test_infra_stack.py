@@ -445,6 +445,13 @@ def test_sync_alarms(stack: dict[str, Any]) -> None:
         assert "region" not in alarms[name]
 
 
+def test_the_lambdas_know_the_public_url_pages_point_at_for_provenance(stack: dict[str, Any]) -> None:
+    for name in ("sync-planner", "sync-worker"):
+        env = named(stack, "aws:lambda/function:Function", name)["environment"]["variables"]
+        assert env["PYPI_CDN_PUBLIC_URL"] == stack["outputs"]["cdnUrl"]
+        assert env["PYPI_CDN_PUBLIC_URL"].startswith("https://")
+
+
 def test_outputs_name_the_index_and_the_resources(stack: dict[str, Any], request: pytest.FixtureRequest) -> None:
     outputs = stack["outputs"]
     config = CONFIGS[request.node.callspec.params["stack"]]
