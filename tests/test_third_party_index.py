@@ -65,8 +65,10 @@ def test_mirror_from_pypiserver_html_only_without_change_feed(pypiserver, tmp_pa
     stored = {p.name: p.read_bytes() for p in (dest / "packages").rglob("*") if p.is_file()}
     assert stored == contents
     json_page = json.loads((dest / "simple" / "demo-pkg" / "index.v1_json").read_text())
-    # pypiserver's HTML gives no sizes: the mirror fills them in from what it stored, so the page is a full v1.1.
-    assert json_page["meta"]["api-version"] == "1.1"
+    # pypiserver's HTML gives no sizes: the mirror fills them in from what it stored, so the page is a full 1.4
+    # (no status marker upstream: the project is active).
+    assert json_page["meta"]["api-version"] == "1.4"
+    assert json_page["project-status"] == {"status": "active"}
     assert {f["filename"]: (f["hashes"]["sha256"], f["size"]) for f in json_page["files"]} == {
         name: (hashlib.sha256(body).hexdigest(), len(body))
         for name, body in contents.items()
