@@ -2,7 +2,7 @@
 
 What PEP 381 mirrors published as `/last-modified`, and what a status page or a client checks:
 
-    {"upstream": "https://pypi.org", "api_version": "1.1", "last_serial": 27000000, "projects": 3,
+    {"upstream": "https://pypi.org", "api_version": "1.4", "last_serial": 27000000, "projects": 3,
      "pending": 0, "last_check": "2026-12-01T23:50:10Z", "last_sync": "2026-12-01T23:50:10Z", "lag_seconds": 0}
 
 `last_check` is when the pass finished; `last_sync` when a pass last finished with nothing left over (no project

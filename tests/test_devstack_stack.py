@@ -145,7 +145,7 @@ def test_the_status_is_served_by_the_edge_and_follows_each_pass(upstream, fake_i
             STATUS_CACHE_CONTROL,
         )
         first = json.loads(body)
-        assert (first["upstream"], first["api_version"], first["projects"]) == (upstream.url, "1.1", 1)
+        assert (first["upstream"], first["api_version"], first["projects"]) == (upstream.url, "1.4", 1)
         assert (first["last_serial"], first["pending"], first["lag_seconds"]) == (mirrored_serial(stack), 0, 0)
         assert first["last_sync"] == first["last_check"]
 

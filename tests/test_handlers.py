@@ -239,7 +239,7 @@ def test_every_pass_publishes_the_status_and_a_pass_with_work_left_keeps_the_las
         "upstream", "api_version", "last_serial", "projects", "pending", "last_check", "last_sync", "lag_seconds"
     }  # fmt: skip
     assert published["upstream"] == os.environ["PYPI_CDN_UPSTREAM"]
-    assert (published["api_version"], published["last_serial"], published["projects"]) == ("1.1", first["serial"], 3)
+    assert (published["api_version"], published["last_serial"], published["projects"]) == ("1.4", first["serial"], 3)
     assert (published["pending"], published["lag_seconds"]) == (0, 0)
     assert published["last_sync"] == published["last_check"]
     assert abs(parse_time(published["last_check"]) - time.time()) < 60
