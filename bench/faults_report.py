@@ -3,7 +3,7 @@
 Run from the repository root: `.venv/bin/python bench/faults_report.py`. Counts come from the test modules' own case
 tables and pytest's collection, so they stay true as cases are added. (Whether each passed — `verify` sound after
 each — is what `pytest tests/test_faults_*.py tests/test_kill_resume.py tests/test_hostile_input.py
-tests/test_concurrency.py` reports.)
+tests/test_concurrency.py tests/test_hostile_upstream.py tests/test_upstream_fuzz.py` reports.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import test_hostile_input, test_kill_resume  # noqa: E402
+from tests import test_hostile_input, test_hostile_upstream, test_kill_resume, test_upstream_fuzz  # noqa: E402
 
 
 def collected(module: str) -> int:
@@ -45,6 +45,15 @@ def main() -> None:
         ("HTML pages with script in attributes", 1),
         ("feed answers that are not XML", 1),
         ("hostile request paths at the edge", test_hostile_input.EDGE_TARGETS),
+        (
+            "hostile upstream: names, serials, SSRF, deadlines, signals (one test each)",
+            collected("test_hostile_upstream"),
+        ),
+        ("hostile answers measured for memory (of those)", len(test_hostile_upstream.MEMORY_CASES)),
+        (
+            "property-based examples over the parsers",
+            collected("test_upstream_fuzz") * test_upstream_fuzz.FUZZ_EXAMPLES,
+        ),
     ]
     width = max(len(label) for label, _ in rows)
     print(f"{'tried':<{width}}  count")

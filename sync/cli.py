@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
 from sync.lease import LeaseHeld
@@ -25,6 +30,7 @@ EXIT_DESTINATION = 4
 EXIT_LEASE_HELD = 5
 EXIT_VERIFY_FAILED = 6
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 EXIT_CODES = {
     EXIT_OK: "success: everything planned is mirrored (mirror) or the mirror is sound (verify)",
     EXIT_PARTIAL: "some projects failed (one line each); their previous pages stay published and are retried next run",
@@ -34,7 +40,29 @@ EXIT_CODES = {
     EXIT_LEASE_HELD: "another run holds the destination's lease",
     EXIT_VERIFY_FAILED: "verify found problems (one line each)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); the mirror stays consistent and the next run resumes",
+    EXIT_TERMINATED: "terminated (SIGTERM); as for 130, and the lease is released",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds the run as Ctrl-C does, so that the lease is released on the way out."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated in the main thread (elsewhere signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_destination(parser: argparse.ArgumentParser) -> None:
@@ -176,15 +204,17 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     log_events = LogEvents(reporter)
     logging.getLogger("sync").addHandler(log_events)
     try:
-        result = mirror.run(owner=f"{socket.gethostname()}:{os.getpid()}")
+        with _sigterm_unwinds():
+            result = mirror.run(owner=f"{socket.gethostname()}:{os.getpid()}")
     except LeaseHeld as error:
         return _fail(EXIT_LEASE_HELD, str(error))
     except UpstreamError as error:
         return _fail(EXIT_UPSTREAM, f"upstream {config.upstream}: {error}")
     except StorageError as error:
         return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
-    except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted; run again to resume")
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        return _fail(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED, "stopped by a signal; run again to resume")
     finally:
         mirror.close()
         logging.getLogger("sync").removeHandler(log_events)

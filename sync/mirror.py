@@ -517,12 +517,17 @@ class Mirror:
         # futures up front. Results come in the order the projects finish.
         with ThreadPoolExecutor(self.config.workers, thread_name_prefix="project") as pool:
             running: set[Future[ProjectResult]] = set()
-            for name, min_serial in plan.projects.items():
-                if len(running) >= 2 * self.config.workers:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    yield from (future.result() for future in done)
-                running.add(pool.submit(one, name, min_serial))
-            yield from (future.result() for future in as_completed(running))
+            try:
+                for name, min_serial in plan.projects.items():
+                    if len(running) >= 2 * self.config.workers:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        yield from (future.result() for future in done)
+                    running.add(pool.submit(one, name, min_serial))
+                yield from (future.result() for future in as_completed(running))
+            except BaseException:  # Ctrl-C, SIGTERM: finish only the projects in flight, then unwind (lease released)
+                self._stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def record_result(state: MirrorState, result: ProjectResult) -> bool:

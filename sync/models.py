@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from packaging.utils import canonicalize_name
 
 SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
-# A project name as PEP 508 allows it (before normalisation); anything else is hostile or broken.
-PROJECT_NAME = re.compile(r"\A([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+# A project name as PEP 508 allows it (before normalisation): ASCII only. Without re.ASCII, IGNORECASE lets through
+# letters that match an ASCII one case-insensitively (U+017F long s, U+0131 dotless i, U+212A Kelvin sign), and the
+# first two stay non-ASCII once normalised.
+PROJECT_NAME = re.compile(r"\A([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
 MAX_NAME_LENGTH = 200
+MAX_SERIAL = 2**63  # serials are 0 <= s < MAX_SERIAL: what every store and the next run can read back
 
 
 class InvalidInput(ValueError):
@@ -22,6 +25,13 @@ def normalize_project_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH or not PROJECT_NAME.match(name):
         raise InvalidInput(f"invalid project name {name!r}")
     return canonicalize_name(name)
+
+
+def check_serial(where: str, value: object) -> int:
+    """`value` when it is a serial (an int, 0 <= value < 2**63); else InvalidInput "<where> <value> is not a serial"."""
+    if type(value) is not int or not 0 <= value < MAX_SERIAL:
+        raise InvalidInput(f"{where} {value!r:.40} is not a serial (an integer from 0 to 2**63 - 1)")
+    return value
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sync.listing import SortedTable, encode_name
+from sync.models import MAX_SERIAL
 from sync.storage import STATE_PREFIX, ObjectNotFound, Storage, StorageError, put_chunks
 
 STATE_KEY = STATE_PREFIX + "state.json"
@@ -141,7 +142,10 @@ class MirrorState:
             self.projects = ProjectStates(cast(Mapping[str, ProjectState], self.projects).items())
 
     def json_lines(self) -> Iterator[bytes]:
-        """The stored form: a header object, then `[name, serial, etag]` per project in name order."""
+        """The stored form: a header object, then `[name, serial, etag]` per project in name order. ValueError,
+        before anything is written, on a serial the next run could not read back."""
+        for serial in (self.serial, *self.pending.values()):
+            _optional_int(serial)
         header: dict[str, object] = {
             "format": STATE_FORMAT,
             "serial": self.serial,
@@ -217,13 +221,15 @@ def _stored_row(line: bytes) -> tuple[bytes, bytes]:
 
 
 def _optional_int(value: object) -> int | None:
-    if value is None or (type(value) is int and value >= 0):
+    """A stored serial: None, or an int with 0 <= value < 2**63 (what the next run reads back); else ValueError."""
+    if value is None or (type(value) is int and 0 <= value < MAX_SERIAL):
         return value
     raise ValueError(f"{value!r:.40} is not a serial")
 
 
 def _encode(state: ProjectState) -> bytes:
     """A ProjectState as stored: `serial,etag` in JSON (which escapes any tab or newline in the ETag)."""
+    _optional_int(state.serial)
     return json.dumps([state.serial, state.etag], separators=(",", ":"))[1:-1].encode()
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import codecs
 import importlib.metadata
-import json
 import logging
-import threading
+import math
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Iterator
@@ -22,24 +21,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
-from xml.parsers.expat import ExpatError
-
-import ijson
-import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
 
 from sync.config import PYPI_FILE_HOST
 from sync.filters import file_version
 from sync.listing import ProjectListing
-from sync.models import SHA256_HEX, DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.models import (
+    MAX_SERIAL,
+    SHA256_HEX,
+    DistFile,
+    InvalidInput,
+    ProjectPage,
+    check_serial,
+    normalize_project_name,
+)
 from sync.project_status import REASON_META, STATUS_META, status_from_json, status_from_meta
 from sync.provenance import PROVENANCE_SHA256_KEY, provenance_url
+from sync.safe_parse import MAX_LINKS_COST, VALUE_COST, feed_bounded, json_listing_values, load_json, load_xmlrpc
+from sync.transport import (
+    MAX_RETRY_AFTER,
+    READ_CHUNK,
+    REQUEST_DEADLINE,
+    Response,
+    Transport,
+    UpstreamError,
+    allowed_origins,
+    origin_of,
+)
 
 LOG = logging.getLogger(__name__)
-_T = TypeVar("_T")
+__all__ = ["UpstreamError"]  # defined in sync.transport, raised and caught under this module's name
 
 PROJECT_URL = "https://github.com/pypi-cdn/pypi-cdn"
 JSON_PAGE_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -48,14 +60,11 @@ PAGE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.
 SUPPORTED_API_MAJOR = "1"
 SERIAL_HEADER = "X-PyPI-Last-Serial"
 
-MAX_PAGE_SIZE = 64 * 2**20  # a project page or one XML-RPC answer
+MAX_PAGE_SIZE = 64 * 2**20  # a project page or one XML-RPC answer (parsing it is bounded too: sync.safe_parse)
 MAX_LISTING_SIZE = 512 * 2**20  # the root listing: PyPI's JSON one is ~50 MB
-MAX_REDIRECTS = 5
-MAX_RETRY_AFTER = 60.0  # seconds: a hostile Retry-After cannot stall a run for longer per retry
-MAX_BACKOFF = 30.0
-RETRY_STATUSES = (429, 500, 502, 503, 504)
 STALE_PAGE_ATTEMPTS = 4  # fetches of a page older than the serial the feed announced before StalePage
-READ_CHUNK = 2**20
+MAX_LABEL_LENGTH = 1024  # characters of a link's text kept: a longer one is no file or project name anyway
+LINK_COST = 300  # bytes a kept link takes besides its attributes (dict, tuple, label): for _LinkParser.cost
 
 PAGE_STATUSES = frozenset({200, 304, 404})
 NO_XMLRPC_STATUSES = frozenset({404, 405, 501})
@@ -67,10 +76,6 @@ MAX_FILENAME_LENGTH = 255
 MAX_KEY_BYTES = 900  # S3 allows 1024 for the whole key: room for a destination prefix and ".metadata"
 UNSAFE_CHARACTERS = frozenset({"/", "\\", "\x7f", *map(chr, range(32))})
 UNSAFE_TEXT = frozenset(map(chr, range(32))) - {"\t", "\n", "\r"} | {"\x7f"}
-
-
-class UpstreamError(Exception):
-    """The upstream is unreachable, gave up after retries or broke the protocol; the message names the URL."""
 
 
 class ProjectNotFound(UpstreamError):
@@ -92,66 +97,14 @@ def client_version() -> str:
         return "unknown"
 
 
-class _Retry(Retry):
-    """urllib3's Retry, with Retry-After capped and every repeated request reported to the client's counter."""
-
-    def __init__(
-        self,
-        *args: Any,
-        retry_after_cap: float = MAX_RETRY_AFTER,
-        on_retry: Callable[[], None] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.retry_after_cap = retry_after_cap
-        self.on_retry = on_retry
-
-    def new(self, **kwargs: Any) -> _Retry:
-        fresh = super().new(**kwargs)
-        fresh.retry_after_cap, fresh.on_retry = self.retry_after_cap, self.on_retry
-        return fresh
-
-    def get_retry_after(self, response: urllib3.BaseHTTPResponse) -> float | None:
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, self.retry_after_cap)
-
-    def increment(self, *args: Any, **kwargs: Any) -> _Retry:
-        fresh = super().increment(*args, **kwargs)  # MaxRetryError when exhausted: no further request
-        if self.on_retry is not None:
-            self.on_retry()
-        return fresh
-
-
 @dataclass(frozen=True)
 class _Fetched:
     status: int
     url: str  # after redirects
-    body: bytes
+    body: bytearray  # read into one buffer: joining chunks would hold a page twice
     content_type: str
     etag: str | None
     serial: int | None  # from the X-PyPI-Last-Serial header
-
-
-class _LimitedBody:
-    """A response body read in chunks that raises UpstreamError once it grows past `limit` bytes."""
-
-    def __init__(self, response: urllib3.BaseHTTPResponse, url: str, limit: int):
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise UpstreamError(f"{url}: body of {declared} bytes is over the {limit}-byte limit; not read")
-        self._response, self._url, self._limit, self._total = response, url, limit, 0
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes (all that is left when negative); b"" at the end."""
-        if size >= 0:
-            return self._count(self._response.read(size))
-        return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
-
-    def _count(self, chunk: bytes) -> bytes:
-        self._total += len(chunk)
-        if self._total > self._limit:
-            raise UpstreamError(f"{self._url}: body is over the {self._limit}-byte limit; stopped reading")
-        return chunk
 
 
 class UpstreamClient:
@@ -171,6 +124,7 @@ class UpstreamClient:
         max_page_size: int = MAX_PAGE_SIZE,
         max_listing_size: int = MAX_LISTING_SIZE,
         max_retry_after: float = MAX_RETRY_AFTER,
+        deadline: float = REQUEST_DEADLINE,
     ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -179,45 +133,32 @@ class UpstreamClient:
         self.simple_url = self.base_url + "/simple/"
         self.xmlrpc_url = self.base_url + "/pypi"
         default_hosts = [PYPI_FILE_HOST] if parts.hostname == "pypi.org" else []
-        self.file_hosts = frozenset(host.lower() for host in (parts.hostname, *default_hosts, *file_hosts))
+        own_origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        # Where files and redirects may lead: scheme, host and port (transport.allowed_origins).
+        self.file_hosts = frozenset(host.lower() for host in (own_origin, *default_hosts, *file_hosts))
         self.retries = retries
         self.backoff = backoff
         self.max_page_size = max_page_size
         self.max_listing_size = max_listing_size
-        self._requests = 0
-        self._requests_lock = threading.Lock()
-        self._retry = _Retry(
-            total=None,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=retries,
-            redirect=MAX_REDIRECTS,
-            backoff_factor=backoff,
-            backoff_max=MAX_BACKOFF,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=Retry.DEFAULT_ALLOWED_METHODS | {"POST"},  # POST is only XML-RPC, which reads
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            retry_after_cap=max_retry_after,
-            on_retry=self._count_request,
-        )
         contact_part = f"; {contact}" if contact else ""
         self.user_agent = f"pypi-cdn/{client_version()} (+{PROJECT_URL}{contact_part})"
-        self._pool = urllib3.PoolManager(
-            maxsize=max_connections,
-            block=True,
-            retries=self._retry,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            headers={"User-Agent": self.user_agent},
+        self._transport = Transport(
+            allowed_origins(self.file_hosts),
+            user_agent=self.user_agent,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+            backoff=backoff,
+            max_retry_after=max_retry_after,
+            deadline=deadline,
         )
 
     # ------------------------------------------------------------------------------------------ public API
     @property
     def requests_made(self) -> int:
         """HTTP requests sent so far, retries and redirects included."""
-        with self._requests_lock:
-            return self._requests
+        return self._transport.requests_made
 
     def get_project(self, name: str, *, etag: str | None = None, min_serial: int | None = None) -> ProjectPage | None:
         """The project's page, or None when upstream answers 304 to `etag`.
@@ -255,18 +196,22 @@ class UpstreamClient:
         The listing is parsed as it streams in and kept compact, so PyPI's ~930,000 projects fit in tens of MB.
         """
 
-        def read(response: urllib3.BaseHTTPResponse) -> ProjectListing:
-            body = _LimitedBody(response, self.simple_url, self.max_listing_size)
+        def read(response: Response) -> ProjectListing:
             content_type = response.headers.get("Content-Type", "")
             if _media_type(content_type) == JSON_PAGE_TYPE:
-                entries = _listing_from_json(body)
+                entries = _listing_from_json(response)
             else:
-                entries = ((name, None) for name in _listing_from_html(body, _charset(content_type)))
+                entries = ((name, None) for name in _listing_from_html(response, _charset(content_type)))
             return ProjectListing(self._normalized(entries))
 
         try:
-            return self._read_retrying(
-                "GET", self.simple_url, {"Accept": PAGE_ACCEPT}, accepted=frozenset({200}), read=read
+            return self._transport.read_retrying(
+                "GET",
+                self.simple_url,
+                {"Accept": PAGE_ACCEPT},
+                accepted=frozenset({200}),
+                read=read,
+                limit=self.max_listing_size,
             )
         except InvalidInput as error:
             raise UpstreamError(f"{self.simple_url}: {error}") from None
@@ -297,11 +242,11 @@ class UpstreamClient:
                 return None
             if not isinstance(rows, list):
                 raise UpstreamError(f"{self.xmlrpc_url}: changelog_since_serial answered {type(rows).__name__}")
-            batch = [self._changelog_event(row) for row in rows]
+            batch = [event for row in rows if (event := self._changelog_event(row)) is not None]
             events.extend(batch)
-            if len(batch) < CHANGELOG_PAGE_ROWS:
+            if len(rows) < CHANGELOG_PAGE_ROWS:
                 break
-            newest = max(change_serial for _, change_serial, _ in batch)
+            newest = max((change_serial for _, change_serial, _ in batch), default=since)
             if newest <= since:
                 raise UpstreamError(f"{self.xmlrpc_url}: changelog_since_serial({since}) made no progress")
             since = newest
@@ -312,68 +257,28 @@ class UpstreamClient:
         serial = self._xmlrpc("changelog_last_serial")
         if serial is None:
             return None
-        if type(serial) is not int or serial < 0:
-            raise UpstreamError(f"{self.xmlrpc_url}: changelog_last_serial answered {serial!r}, not a serial")
-        return serial
+        try:
+            return check_serial(f"{self.xmlrpc_url}: changelog_last_serial answered", serial)
+        except InvalidInput as error:
+            raise UpstreamError(str(error)) from None
 
     def get_document(self, url: str, *, accept: str, limit: int) -> bytes | None:
         """A small document (at most `limit` bytes) such as a PEP 740 provenance object; None when it answers 404."""
         fetched = self._fetch("GET", url, {"Accept": accept}, accepted=frozenset({200, 404}), limit=limit)
-        return None if fetched.status == 404 else fetched.body
+        return None if fetched.status == 404 else bytes(fetched.body)
 
     @contextmanager
-    def open_file(self, url: str) -> Iterator[urllib3.BaseHTTPResponse]:
-        """A file's body as a raw (undecoded) binary stream; UpstreamError unless it answers 200 after retries."""
-        with self._response("GET", url, {}, decode_content=False) as response:
+    def open_file(self, url: str) -> Iterator[Response]:
+        """A file's body as a raw (undecoded) binary stream; UpstreamError unless it answers 200 after retries.
+        Its deadline grows with its Content-Length (transport.MIN_TRANSFER_RATE)."""
+        with self._transport.response("GET", url, {}, decode_content=False) as response:
             if response.status != 200:
-                raise UpstreamError(f"{url}: HTTP {response.status}{self._after_retries(response.status)}")
+                raise UpstreamError(f"{url}: HTTP {response.status}{self._transport.after_retries(response.status)}")
             yield response
 
     # ------------------------------------------------------------------------------------------- transport
-    def _count_request(self) -> None:
-        with self._requests_lock:
-            self._requests += 1
-
     def _pause(self, attempt: int) -> None:
-        time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))
-
-    def _after_retries(self, status: int) -> str:
-        return f" after {self.retries} retries" if status in RETRY_STATUSES else ""
-
-    @contextmanager
-    def _response(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        *,
-        body: bytes | None = None,
-        decode_content: bool = True,
-    ) -> Iterator[urllib3.BaseHTTPResponse]:
-        """One request (urllib3 retrying connection errors and RETRY_STATUSES, following redirects)."""
-        self._count_request()
-        try:
-            response = self._pool.urlopen(
-                method,
-                url,
-                body=body,
-                headers={"User-Agent": self.user_agent, **headers},
-                preload_content=False,
-                decode_content=decode_content,
-                retries=self._retry,
-            )
-        except MaxRetryError as error:
-            if isinstance(error.reason, ResponseError):  # only redirects raise this (raise_on_status=False)
-                raise UpstreamError(f"{url}: more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
-            raise UpstreamError(f"{url}: gave up after {self.retries} retries: {error.reason}") from None
-        except HTTPError as error:
-            raise UpstreamError(f"{url}: {error}") from None
-        try:
-            yield response
-        finally:
-            if response.length_remaining != 0:  # unread body: the connection cannot be reused
-                response.close()
-            response.release_conn()
+        self._transport.pause(attempt)
 
     def _fetch(
         self,
@@ -387,56 +292,31 @@ class UpstreamClient:
     ) -> _Fetched:
         """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError)."""
 
-        def read(response: urllib3.BaseHTTPResponse) -> _Fetched:
-            content = _LimitedBody(response, url, limit).read() if response.status == 200 else b""
+        def read(response: Response) -> _Fetched:
+            content = response.read_all() if response.status == 200 else bytearray()
             return _Fetched(
                 response.status,
-                _final_url(url, response),
+                response.url,
                 content,
                 response.headers.get("Content-Type", ""),
                 response.headers.get("ETag"),
                 _header_serial(url, response.headers.get(SERIAL_HEADER)),
             )
 
-        return self._read_retrying(method, url, headers, accepted=accepted, read=read, body=body)
-
-    def _read_retrying(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        *,
-        accepted: frozenset[int],
-        read: Callable[[urllib3.BaseHTTPResponse], _T],
-        body: bytes | None = None,
-    ) -> _T:
-        """`read(response)` of a response with a status in `accepted` (else UpstreamError); a transfer broken
-        mid-body is tried again from the start, `retries` times."""
-        attempt = 0
-        while True:
-            with self._response(method, url, headers, body=body) as response:
-                if response.status not in accepted:
-                    raise UpstreamError(f"{url}: HTTP {response.status}{self._after_retries(response.status)}")
-                try:
-                    return read(response)
-                except HTTPError as error:
-                    if attempt >= self.retries:
-                        raise UpstreamError(f"{url}: transfer failed {attempt + 1} times: {error}") from None
-            self._pause(attempt)
-            attempt += 1
+        return self._transport.read_retrying(method, url, headers, accepted=accepted, read=read, limit=limit, body=body)
 
     # ---------------------------------------------------------------------------------------------- pages
     def _parse_project(self, fetched: _Fetched, normalized: str) -> ProjectPage:
         media = _media_type(fetched.content_type)
         locate = http_locator(fetched.url, normalized, self.file_hosts)
         if media == JSON_PAGE_TYPE:
-            document = _load_json(fetched.body, f"page of {normalized!r}")
+            document = load_json(fetched.body, f"page of {normalized!r}")  # empties the body: never held twice
             return parse_json_page(
                 document, project=normalized, locate=locate, strict=False, serial=fetched.serial, etag=fetched.etag
             )
         if media in HTML_PAGE_TYPES or not media:
             return parse_html_page(
-                _decode(fetched),
+                _decoded(fetched),
                 project=normalized,
                 page_url=fetched.url,
                 locate=locate,
@@ -448,7 +328,7 @@ class UpstreamClient:
     # --------------------------------------------------------------------------------------------- XML-RPC
     def _xmlrpc(self, method: str, *params: int) -> Any:
         """The result of one XML-RPC call; None when the upstream has no XML-RPC or not this method."""
-        request = xmlrpc.client.dumps(params, method).encode()
+        request = _xmlrpc_request(method, params)
         fetched = self._fetch(
             "POST",
             self.xmlrpc_url,
@@ -460,34 +340,47 @@ class UpstreamClient:
         if fetched.status in NO_XMLRPC_STATUSES:
             return None
         try:
-            (result,), _ = xmlrpc.client.loads(fetched.body, use_builtin_types=True)
+            params = load_xmlrpc(fetched.body, f"answer to {method}")
         except xmlrpc.client.Fault as fault:
             if fault.faultCode == XMLRPC_METHOD_NOT_FOUND:
                 return None
             raise UpstreamError(f"{self.xmlrpc_url}: {method} failed: {fault.faultString}") from None
-        except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as error:
+        except InvalidInput as error:
             raise UpstreamError(f"{self.xmlrpc_url}: malformed answer to {method}: {error}") from None
-        return result
+        if len(params) != 1:
+            raise UpstreamError(f"{self.xmlrpc_url}: malformed answer to {method}: {len(params)} values, not 1")
+        return params[0]
 
-    def _changelog_event(self, row: object) -> tuple[str, int, float]:
-        """(name, serial, Unix time) of a [name, version, timestamp, action, serial] row."""
+    def _changelog_event(self, row: object) -> tuple[str, int, float] | None:
+        """(name, serial, Unix time) of a [name, version, timestamp, action, serial] row; None (and one log line)
+        for a malformed row, which is skipped: one bad row must not stop the feed for every project."""
         if isinstance(row, list | tuple) and len(row) >= 5:
             name, timestamp, serial = row[0], row[2], row[4]
-            if isinstance(name, str) and type(serial) is int and type(timestamp) in (int, float):
+            if (
+                isinstance(name, str)
+                and type(serial) is int
+                and 0 <= serial < MAX_SERIAL
+                and type(timestamp) in (int, float)
+                and math.isfinite(timestamp)
+            ):
                 return name, serial, float(timestamp)
-        raise UpstreamError(f"{self.xmlrpc_url}: malformed changelog row {row!r:.200}")
+        LOG.warning("%s: skipping malformed changelog row %.200r", self.xmlrpc_url, row)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ parsing
-def http_locator(page_url: str, project: str, hosts: frozenset[str]) -> Locate:
-    """Resolve file URLs against the page, allow only `hosts`, and store each file at upstream's path: its URL path
-    when that starts with /packages/ (PyPI's layout), else packages/<sha256 split 2/2/60>/<filename>."""
+def http_locator(page_url: str, project: str, hosts: Iterable[str]) -> Locate:
+    """Resolve file URLs against the page, allow only the origins `hosts` name (transport.allowed_origins), and store
+    each file at upstream's path: its URL path when that starts with /packages/ (PyPI's layout), else
+    packages/<sha256 split 2/2/60>/<filename>."""
+
+    origins = allowed_origins(hosts)
 
     def locate(raw_url: str, filename: str, sha256: str) -> tuple[str, str]:
         url = urldefrag(urljoin(page_url, raw_url)).url
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in hosts:
-            raise InvalidInput(f"{project}: file {filename!r}: URL {raw_url!r} is not on an allowed host")
+        if origin_of(url) not in origins:
+            raise InvalidInput(f"{project}: file {filename!r}: URL {raw_url!r} is not on an allowed host and port")
         path = unquote(parts.path)
         if path.rsplit("/", 1)[-1] != filename:
             raise InvalidInput(f"{project}: file {filename!r}: URL {raw_url!r} names another file")
@@ -536,13 +429,19 @@ def parse_json_page(
 
 
 def parse_html_page(
-    text: str, *, project: str, page_url: str, locate: Locate, serial: int | None = None, etag: str | None = None
+    text: str | Iterable[str],
+    *,
+    project: str,
+    page_url: str,
+    locate: Locate,
+    serial: int | None = None,
+    etag: str | None = None,
 ) -> ProjectPage:
-    """A PEP 503/592/658/714 HTML page (`project` normalized); bad links are dropped (module doc)."""
+    """A PEP 503/592/658/714 HTML page (`project` normalized), as one text or its chunks; bad links are dropped
+    (module doc)."""
     parser = _LinkParser()
-    parser.feed(text)
-    parser.close()
     where = f"page of {project!r}"
+    feed_bounded(parser, [text] if isinstance(text, str) else text, where)
     if not parser.complete:
         raise InvalidInput(f"{where}: the HTML ends before </body> or </html> (truncated?)")
     _check_api_version(parser.repository_version or "1.0", where)
@@ -565,6 +464,7 @@ class _LinkParser(HTMLParser):
         self.complete = False
         self._anchor: dict[str, str | None] | None = None
         self._text: list[str] = []
+        self.cost = 0  # bytes the kept links take, about: InvalidInput past safe_parse.MAX_LINKS_COST
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -579,14 +479,19 @@ class _LinkParser(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "a" and self._anchor is not None:
-            self.links.append((self._anchor, "".join(self._text).strip()))
+            label = "".join(self._text).strip()
+            attributes = sum(VALUE_COST + len(name) + len(value or "") for name, value in self._anchor.items())
+            self.cost += LINK_COST + len(label) + attributes
+            if self.cost > MAX_LINKS_COST:
+                raise InvalidInput(f"its links would take over {MAX_LINKS_COST >> 20} MiB")
+            self.links.append((self._anchor, label))
             self._anchor = None
         elif tag in ("body", "html"):
             self.complete = True
 
     def handle_data(self, data: str) -> None:
-        if self._anchor is not None:
-            self._text.append(data)
+        if self._anchor is not None and sum(map(len, self._text)) < MAX_LABEL_LENGTH:
+            self._text.append(data[:MAX_LABEL_LENGTH])
 
 
 def _collect(project: str, entries: list[Any], make: Callable[[Any], DistFile], strict: bool) -> tuple[DistFile, ...]:
@@ -795,12 +700,15 @@ def _check_api_version(value: object, where: str) -> None:
 
 
 def _serial(where: str, value: object) -> int | None:
-    """A `_last-serial`: a non-negative integer, or its decimal string (as bandersnatch mirrors write it)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if value is None or (type(value) is int and value >= 0):
-        return value
-    raise InvalidInput(f"{where}: _last-serial {value!r} is not a serial")
+    """A `_last-serial`: a serial (0 <= s < 2**63), or its decimal string (as bandersnatch mirrors write it)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= _SERIAL_DIGITS:
+        value = int(value)
+    if value is None:
+        return None
+    return check_serial(f"{where}: _last-serial", value)
+
+
+_SERIAL_DIGITS = len(str(MAX_SERIAL))
 
 
 def _versions_of(files: Iterable[DistFile]) -> tuple[str, ...]:
@@ -809,44 +717,57 @@ def _versions_of(files: Iterable[DistFile]) -> tuple[str, ...]:
     return tuple(str(version) for version in sorted(found))
 
 
-def _listing_from_json(body: _LimitedBody) -> Iterator[tuple[str, int | None]]:
-    """(name, serial) of each entry of a PEP 691 root listing, parsed as the bytes arrive."""
+def _listing_from_json(body: Response) -> Iterator[tuple[str, int | None]]:
+    """(name, serial) of each entry of a PEP 691 root listing, parsed as the bytes arrive (bounded: safe_parse).
+
+    The listing is refused when its structure is wrong; an entry that is not an object or has no string name is
+    skipped, and a bad serial is taken as unknown (the project's page then says), each with one log line.
+    """
     where = "root listing"
     api_version: object = None
     found: set[str] = set()
     entry: dict[str, object] = {}
-    try:
-        for prefix, event, value in ijson.parse(body, buf_size=READ_CHUNK):
-            if prefix == "projects.item":
-                if event == "start_map":
-                    entry = {}
-                elif event == "end_map":
-                    name = _expect(entry.get("name"), str, where, "name")
-                    yield name, _serial(where, entry.get("_last-serial"))
-                elif event != "map_key":
-                    _expect(value, dict, where, "a project entry")
-            elif event in _INNER_EVENTS:  # inside a value that already began: seen at its start
-                continue
-            elif prefix in _LISTING_ENTRY_FIELDS:
-                entry[prefix[_ENTRY_FIELD_START:]] = _json_scalar(event, value)
-            elif prefix in _LISTING_CONTAINERS:
-                found.add(prefix)
-                _expect(_json_scalar(event, value), _LISTING_CONTAINERS[prefix], where, prefix or "the page")
-            elif prefix == "meta.api-version":
-                api_version = _json_scalar(event, value)
-    except ijson.JSONError as error:
-        raise InvalidInput(f"{where}: not valid JSON ({error})") from None
+    for prefix, event, value in json_listing_values(body, where):
+        if prefix == "projects.item":
+            if event == "start_map":
+                entry = {}
+            elif event == "end_map":
+                yield from _listing_entry(entry)
+            elif event != "end_array":
+                LOG.warning("%s: skipping an entry that is not an object: %.80r", where, _json_scalar(event, value))
+        elif event in _INNER_EVENTS:  # inside a value that already began: seen at its start
+            continue
+        elif prefix in _LISTING_ENTRY_FIELDS:
+            entry[prefix[_ENTRY_FIELD_START:]] = _json_scalar(event, value)
+        elif prefix in _LISTING_CONTAINERS:
+            found.add(prefix)
+            _expect(_json_scalar(event, value), _LISTING_CONTAINERS[prefix], where, prefix or "the page")
+        elif prefix == "meta.api-version":
+            api_version = _json_scalar(event, value)
     for prefix in ("meta", "projects"):
         if prefix not in found:
             _expect(None, _LISTING_CONTAINERS[prefix], where, prefix)
     _check_api_version(api_version, where)
 
 
+def _listing_entry(entry: dict[str, object]) -> Iterator[tuple[str, int | None]]:
+    name = entry.get("name")
+    if not isinstance(name, str):
+        LOG.warning("root listing: skipping an entry whose name %.80r is not a string", name)
+        return
+    try:
+        serial = _serial(f"root listing: project {name!r:.80}", entry.get("_last-serial"))
+    except InvalidInput as error:
+        LOG.warning("%s; taken as unknown", error)
+        serial = None
+    yield name, serial
+
+
 _LISTING_ENTRY_FIELDS = frozenset({"projects.item.name", "projects.item._last-serial"})
 _ENTRY_FIELD_START = len("projects.item.")
 _LISTING_CONTAINERS: dict[str, type] = {"": dict, "meta": dict, "projects": list}  # prefix → the JSON type it must be
 _CONTAINER_STARTS = {"start_map": dict, "start_array": list}
-_INNER_EVENTS = frozenset({"map_key", "end_map", "end_array"})
+_INNER_EVENTS = frozenset({"end_map", "end_array"})
 
 
 def _json_scalar(event: str, value: object) -> object:
@@ -856,7 +777,7 @@ def _json_scalar(event: str, value: object) -> object:
     return value
 
 
-def _listing_from_html(body: _LimitedBody, charset: str) -> Iterator[str]:
+def _listing_from_html(body: Response, charset: str) -> Iterator[str]:
     """The link labels of a PEP 503 root listing, parsed as the bytes arrive."""
     parser = _LinkParser()
     try:
@@ -866,7 +787,7 @@ def _listing_from_html(body: _LimitedBody, charset: str) -> Iterator[str]:
     while True:
         chunk = body.read(READ_CHUNK)
         try:
-            parser.feed(decoder.decode(chunk, final=not chunk))
+            feed_bounded(parser, [decoder.decode(chunk, final=not chunk)], "root listing", close=False)
         except UnicodeDecodeError as error:
             raise InvalidInput(f"cannot decode the root listing as {charset!r}: {error}") from None
         yield from (label for _, label in parser.links)
@@ -878,17 +799,15 @@ def _listing_from_html(body: _LimitedBody, charset: str) -> Iterator[str]:
         raise InvalidInput("root listing: the HTML ends before </body> or </html> (truncated?)")
 
 
-def _load_json(body: bytes, what: str) -> object:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as error:
-        raise InvalidInput(f"{what}: not valid JSON ({error})") from None
-
-
-def _decode(fetched: _Fetched) -> str:
+def _decoded(fetched: _Fetched) -> Iterator[str]:
+    """The page's text in chunks of READ_CHUNK bytes (never a second copy of a whole page in memory)."""
     charset = _charset(fetched.content_type)
     try:
-        return fetched.body.decode(charset)
+        decoder = codecs.getincrementaldecoder(charset)()
+        view = memoryview(fetched.body)
+        for start in range(0, len(view), READ_CHUNK):
+            yield decoder.decode(view[start : start + READ_CHUNK])
+        yield decoder.decode(b"", final=True)
     except (LookupError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{fetched.url}: cannot decode the page as {charset!r}: {error}") from None
 
@@ -909,15 +828,21 @@ def _media_type(content_type: str) -> str:
 def _header_serial(url: str, value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise UpstreamError(f"{url}: {SERIAL_HEADER} {value!r} is not a serial")
-    return int(value)
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _SERIAL_DIGITS and int(digits) < MAX_SERIAL):
+        raise UpstreamError(f"{url}: {SERIAL_HEADER} {value!r:.40} is not a serial (an integer from 0 to 2**63 - 1)")
+    return int(digits)
 
 
-def _final_url(url: str, response: urllib3.BaseHTTPResponse) -> str:
-    """Where the response came from after redirects (relative links in the page resolve against it)."""
-    final = url
-    for step in response.retries.history if response.retries else ():
-        if step.redirect_location:
-            final = urljoin(final, step.redirect_location)
-    return final
+def _xmlrpc_request(method: str, params: tuple[int, ...]) -> bytes:
+    """An XML-RPC call of `method` with integer params; one past XML-RPC's 32 bits goes as <i8>, as Python's and
+    PyPI's servers read it (xmlrpc.client.dumps refuses it, and a serial past 2**31 would stop every run)."""
+    values = "".join(
+        f"<param><value><{'int' if xmlrpc.client.MININT <= value <= xmlrpc.client.MAXINT else 'i8'}>{value:d}"
+        f"</{'int' if xmlrpc.client.MININT <= value <= xmlrpc.client.MAXINT else 'i8'}></value></param>"
+        for value in params
+    )
+    return (
+        f"<?xml version='1.0'?>\n<methodCall>\n<methodName>{method}</methodName>\n<params>{values}</params>\n"
+        "</methodCall>\n"
+    ).encode()

@@ -45,6 +45,9 @@ HOSTILE_NAMES = [
     "<script>",
     "naïve",
     "",
+    "\u017fix",  # long s: matched [A-Z] case-insensitively before names were ASCII-only, and crashed the run
+    "\u0131dna",  # dotless i, likewise
+    "\u212aelvin",  # the Kelvin sign: normalised to "kelvin", an alias of another project
 ]
 XML_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 

@@ -382,14 +382,6 @@ def test_json_root_listing_is_read_in_any_key_order_and_ignores_unknown_fields(u
         (b'{"meta": [], "projects": []}', "meta must be a JSON object"),
         (b'{"meta": {"api-version": "2.0"}, "projects": []}', "unsupported repository API version '2.0'"),
         (b'{"meta": {"api-version": 1}, "projects": []}', "unsupported repository API version 1"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": ["a"]}', "a project entry must be a JSON object, got 'a'"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [[]]}', "a project entry must be a JSON object"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": 5}]}', "name must be a JSON string, got 5"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": ["a"]}]}', "name must be a JSON string, got \\[\\]"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{}]}', "name must be a JSON string, got None"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": "a", "_last-serial": -1}]}', "-1 is not a serial"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": "a", "_last-serial": 1.5}]}', "is not a serial"),
-        (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": "a", "_last-serial": true}]}', "True is not a"),
         (b'{"meta": {"api-version": "1.1"}, "projects": [{"name": "a"}', "not valid JSON"),
         (b'{"meta": {"api-version": "1.1"}, "projects": []} trailing', "not valid JSON"),
         (b"", "not valid JSON"),
@@ -399,6 +391,31 @@ def test_a_broken_json_root_listing_is_refused_naming_the_listing(upstream, docu
     upstream.override_path("/simple/", document, JSON_LISTING)
     with pytest.raises(UpstreamError, match=rf"{upstream.url}/simple/: root listing: .*{complaint}"):
         client_for(upstream).list_projects()
+
+
+@pytest.mark.parametrize(
+    ("entries", "kept", "complaint"),
+    [
+        ('"a"', [], "skipping an entry that is not an object: 'a'"),
+        ("[]", [], "skipping an entry that is not an object: []"),
+        ('{"name": 5}', [], "skipping an entry whose name 5 is not a string"),
+        ('{"name": ["a"]}', [], "skipping an entry whose name [] is not a string"),
+        ("{}", [], "skipping an entry whose name None is not a string"),
+        ('{"name": "a", "_last-serial": -1}', [("a", None)], "-1 is not a serial"),
+        ('{"name": "a", "_last-serial": 1.5}', [("a", None)], "is not a serial"),
+        ('{"name": "a", "_last-serial": true}', [("a", None)], "True is not a serial"),
+        ('{"name": "a", "_last-serial": 9223372036854775808}', [("a", None)], "9223372036854775808 is not a serial"),
+        ('{"name": "\u017fix"}', [], "invalid project name '\u017fix'"),
+    ],
+)
+def test_a_bad_root_listing_entry_is_skipped_with_one_log_line(upstream, caplog, entries, kept, complaint):
+    document = f'{{"meta": {{"api-version": "1.1"}}, "projects": [{entries}, {{"name": "six", "_last-serial": 3}}]}}'
+    upstream.override_path("/simple/", document.encode(), JSON_LISTING)
+    with caplog.at_level(logging.WARNING, logger="sync"):
+        listing = client_for(upstream).list_projects()
+    assert sorted(listing.items()) == sorted([*kept, ("six", 3)])
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert complaint in line
 
 
 def test_a_root_listing_broken_mid_body_is_read_again_from_the_start(upstream, fake_index):
@@ -478,11 +495,17 @@ def test_changelog_asks_again_while_answers_are_full(upstream, fake_index, monke
     assert upstream.count("/pypi", method="POST") == 3  # 3 + 3 + 1 rows
 
 
-def test_a_malformed_changelog_row_is_an_upstream_error(upstream):
-    answer = xmlrpc.client.dumps(([["tiny", "1.0", "yesterday", "create", 5]],), methodresponse=True)
+def test_a_malformed_changelog_row_is_skipped_with_one_log_line(upstream, caplog):
+    rows = [["tiny", "1.0", "yesterday", "create", 5], ["tiny", "1.0", 1_700_000_000, "create", 1234567], ["six"]]
+    answer = xmlrpc.client.dumps(([*rows, ["tiny", "1.1", 1_700_000_000, "create", 7]],), methodresponse=True)
+    answer = answer.replace("<int>1234567</int>", f"<i8>{2**63}</i8>")  # past what xmlrpc.client.dumps writes
     upstream.override_path("/pypi", answer.encode(), "text/xml")
-    with pytest.raises(UpstreamError, match=r"/pypi: malformed changelog row \['tiny'"):
-        client_for(upstream).changelog_since(BASE_SERIAL)
+    with caplog.at_level(logging.WARNING, logger="sync.upstream"):
+        assert client_for(upstream).changelog_since(BASE_SERIAL) == [("tiny", 7)]
+    skipped = [record.getMessage() for record in caplog.records]
+    assert len(skipped) == 3
+    assert all("/pypi: skipping malformed changelog row [" in line for line in skipped)
+    assert "9223372036854775808" in skipped[1]
 
 
 def test_no_xmlrpc_means_no_change_feed(upstream):

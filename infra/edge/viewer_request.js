@@ -23,13 +23,18 @@ var MAX_NAME_LENGTH = 200;
 var FORBIDDEN = /\.\.|[\\\u0000-\u001f\u007f]/;
 var SIMPLE_PATH = /^\/simple\/(?:([^/]+)(\/?))?$/;
 var STATUS_PATH = '/status.json';
+// The work per request is bounded whatever the viewer sends: only the first MAX_ACCEPT_LENGTH characters of Accept
+// are read (real clients send under 200), as at most MAX_RANGES media ranges of at most MAX_PARAMS parameters.
+var MAX_ACCEPT_LENGTH = 1024;
+var MAX_RANGES = 16;
+var MAX_PARAMS = 8;
 
 // Media ranges of an Accept header as [{type, q}]; malformed ranges are dropped.
 function parseAccept(header) {
     var ranges = [];
-    var parts = header.split(',');
+    var parts = header.slice(0, MAX_ACCEPT_LENGTH).split(',', MAX_RANGES);
     for (var i = 0; i < parts.length; i++) {
-        var params = parts[i].split(';');
+        var params = parts[i].split(';', MAX_PARAMS);
         var type = params[0].trim().toLowerCase();
         if (!/^[a-z0-9!#$&^_.+*-]+\/[a-z0-9!#$&^_.+*-]+$/.test(type)) {
             continue;
@@ -85,7 +90,13 @@ function headerValue(headers, name) {
         return null;
     }
     if (header.multiValue) {
-        return header.multiValue.map(function (item) { return item.value; }).join(',');
+        var values = [];
+        var length = 0;
+        for (var i = 0; i < header.multiValue.length && length < MAX_ACCEPT_LENGTH; i++) {
+            values.push(header.multiValue[i].value);
+            length += header.multiValue[i].value.length + 1;
+        }
+        return values.join(',');
     }
     return header.value;
 }
