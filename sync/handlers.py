@@ -73,6 +73,7 @@ class ProjectJob:
     project: str  # normalized name
     serial: int | None = None  # lowest upstream serial its page may have
     changed_at: float | None = None  # Unix time of the upstream change, for the lag metric
+    confirm_removal: bool = False  # the last sync found the project gone: finding it gone again removes it
 
     def to_message(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -87,9 +88,12 @@ class ProjectJob:
                 raise TypeError(f"serial {serial!r} is not an integer")
             if changed_at is not None and not isinstance(changed_at, int | float):
                 raise TypeError(f"changed_at {changed_at!r} is not a number")
+            confirm_removal = raw.get("confirm_removal", False)
+            if not isinstance(confirm_removal, bool):
+                raise TypeError(f"confirm_removal {confirm_removal!r} is not a boolean")
         except (ValueError, KeyError, TypeError, InvalidInput) as error:
             raise JobError(f"queue message {body[:200]!r} is not a project job: {error}") from None
-        return cls(project, serial, changed_at)
+        return cls(project, serial, changed_at, confirm_removal)
 
 
 class Deadline:
@@ -171,6 +175,7 @@ class ProjectSyncer:
                 previous=ProjectState(published_serial, None) if held else None,
                 check_published=held,
                 check_existing=check_existing,
+                removal_confirmed=job.confirm_removal,
             )
             try:
                 self._mark_roster(result, held=held, was_quarantined=was_quarantined)
@@ -209,16 +214,19 @@ class ProjectSyncer:
 
     def _mark_roster(self, result: ProjectResult, *, held: bool, was_quarantined: bool) -> None:
         """Tell the planner when its root listing changes: a new project, a removed one, a PEP 792 quarantine
-        entered or lifted."""
-        changes = []
+        entered or lifted; and when upstream said the project is gone (the planner has it synced again to confirm)."""
+        changes: list[tuple[str, str | None]] = []
         if result.outcome is Outcome.UPDATED and not held:
             changes.append(("added", "removed"))
         elif result.outcome is Outcome.REMOVED and held:
             changes.append(("removed", "added"))
+        elif result.outcome is Outcome.REMOVAL_UNCONFIRMED:
+            changes.append(("missing", None))
         if result.outcome is Outcome.UPDATED and result.quarantined != was_quarantined:
             changes.append(("quarantined", "released") if result.quarantined else ("released", "quarantined"))
         for write, drop in changes:
-            self.storage.delete(f"{ROSTER_PREFIX}{result.name}.{drop}")
+            if drop is not None:
+                self.storage.delete(f"{ROSTER_PREFIX}{result.name}.{drop}")
             self.storage.put_bytes(
                 f"{ROSTER_PREFIX}{result.name}.{write}",
                 b"",
@@ -376,7 +384,10 @@ class Planner:
     def _run_locked(self, stored: MirrorState | None, plan: Plan, deadline: Deadline) -> PlannerResult:
         state = stored or MirrorState()
         times = self.change_times()
-        jobs = [ProjectJob(name, serial, times.get(serial or -1)) for name, serial in plan.projects.items()]
+        jobs = [
+            ProjectJob(name, serial, times.get(serial or -1), plan.removal_confirmed(name, state))
+            for name, serial in plan.projects.items()
+        ]
         fan_out = self.fan_out if len(jobs) > self.inline_threshold else None
         inline = fan_out is None
         dispatch = fan_out or self.inline
@@ -386,6 +397,8 @@ class Planner:
         for result in dispatched.results:
             names_changed |= record_result(state, result)
         failed = {r.name for r in dispatched.results if r.outcome is Outcome.FAILED}
+        if not inline:  # a handed-off job carries its confirmation: the worker's result decides
+            state.missing -= {job.project for job in jobs} - {job.project for job in dispatched.left}
         state.pending = {job.project: job.serial for job in dispatched.left}
         state.pending.update({name: plan.projects.get(name) for name in failed})
         folded, roster_changed_names = self._fold_roster(state)
@@ -452,6 +465,8 @@ class Planner:
             elif change in ("quarantined", "released") and (name in state.quarantined) != (change == "quarantined"):
                 (state.quarantined.add if change == "quarantined" else state.quarantined.discard)(name)
                 changed = True
+            elif change == "missing" and held:
+                state.missing.add(name)
         return markers, changed
 
     def _delete(self, keys: list[str]) -> None:

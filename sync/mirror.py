@@ -1,58 +1,38 @@
 """The sync engine: plan → fetch → verify → publish, one project at a time, with the mirror correct after every step.
 
 Invariant, crash or not: every link in every published page resolves to an object whose sha256 matches. Files are
-stored (verified) before the page that names them is written, and deleted only after the page stops naming them.
+stored (verified, never replacing a stored object: `sync.files`) before the page that names them is written, and
+deleted only after the page stops naming them.
+
+Upstream saying a project is gone (404), or that it has no file left, is believed only when confirmed: by the root
+listing no longer naming it, or by the next sync agreeing (`MirrorState.missing`). Until then the old page stays.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
-import socket
 import threading
-import zipfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import BinaryIO
-
-import urllib3.exceptions
 
 from sync import render
 from sync.config import MirrorConfig
+from sync.files import FileStore, drop_unstorable
 from sync.filters import filter_page, wants_project
 from sync.lease import Lease, LeaseLost, acquire
 from sync.listing import ProjectListing
-from sync.models import DistFile, InvalidInput, ProjectPage, normalize_project_name
+from sync.models import InvalidInput, ProjectPage, normalize_project_name
 from sync.progress import Reporter
 from sync.project_status import is_quarantined, withhold_quarantined
-from sync.provenance import ProvenanceMirror, provenance_objects, with_published_hashes
+from sync.provenance import ProvenanceMirror, with_published_hashes
 from sync.state import MirrorState, ProjectState, load_state, save_state
-from sync.storage import (
-    FILE_CACHE_CONTROL,
-    PAGE_CACHE_CONTROL,
-    ChecksumMismatch,
-    Inspector,
-    PreconditionFailed,
-    Storage,
-    StorageError,
-    content_type_for,
-    put_chunks,
-)
+from sync.storage import PAGE_CACHE_CONTROL, PreconditionFailed, Storage, StorageError, content_type_for, put_chunks
 from sync.upstream import ProjectNotFound, UpstreamClient, UpstreamError
 
 ROOT_HTML_KEY = "simple/index.html"
 ROOT_JSON_KEY = "simple/index.v1_json"
-# What can go wrong while fetching one file and is worth another try.
-RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)
-# A wheel's `.metadata` (PEP 658) is its top-level `<name>-<version>.dist-info/METADATA`, byte for byte.
-WHEEL_METADATA = re.compile(r"\A[^/]+\.dist-info/METADATA\Z")
-METADATA_MAX_BYTES = 16 * 2**20  # a bigger METADATA is fetched from upstream rather than decompressed (zip bomb)
-# ZipFile reads and parses a wheel's whole central directory: a bigger one, fetch the metadata from upstream instead.
-WHEEL_MAX_ENTRIES = 50_000
-WHEEL_MAX_DIRECTORY_BYTES = 16 * 2**20
 
 
 def page_keys(normalized: str) -> tuple[str, str]:
@@ -64,6 +44,7 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"
     UPDATED = "updated"
     REMOVED = "removed"
+    REMOVAL_UNCONFIRMED = "removal_unconfirmed"  # upstream says gone (or no files): the old page stays, asked again
     SKIPPED = "skipped"
     FAILED = "failed"
 
@@ -95,14 +76,12 @@ class Plan:
 
     projects: Mapping[str, int | None]
     serial: int | None  # the change-feed serial the mirror reaches once every planned project is synced
+    confirmed_removals: Collection[str] = frozenset()  # held projects upstream confirms gone (unlisted)
 
-
-class FileFetchFailed(Exception):
-    """A file could not be fetched and verified after every attempt."""
-
-
-# What storing one object came to: (size, whether this run stored it), or why it failed.
-Stored = tuple[DistFile, tuple[int, bool] | FileFetchFailed | StorageError]
+    def removal_confirmed(self, name: str, state: MirrorState) -> bool:
+        """Whether upstream saying `name` is gone is to be believed now: the listing dropped it, or the last sync
+        found it gone too."""
+        return name in self.confirmed_removals or name in state.missing
 
 
 class Mirror:
@@ -121,6 +100,15 @@ class Mirror:
         self._run_state: MirrorState | None = None  # the state of the run in progress, if any
         self._state_lock = threading.Lock()  # the run's state: recording results, saving it mid-run
         self._provenance = ProvenanceMirror(upstream, storage, config.public_url, reporter.event)
+        self.files = FileStore(
+            upstream,
+            storage,
+            reporter,
+            self._file_pool,
+            attempts=config.file_attempts,
+            stop=self._stop,
+            before_first_store=self._mark_incomplete,
+        )
 
     def close(self) -> None:
         self._file_pool.shutdown(wait=True, cancel_futures=True)
@@ -147,6 +135,7 @@ class Mirror:
                         if n not in state.projects and n not in work and wants_project(self.config, n)
                     }
                 )
+                work.update({name: None for name in state.missing if name not in work})  # asked again, to confirm
                 return Plan(work, serial)
         # A mirror that already holds projects but no serial was made from an upstream without a change feed.
         serial = None if state.projects and state.serial is None else self.upstream.last_serial()
@@ -156,17 +145,19 @@ class Mirror:
         listing = self.upstream.list_projects()
         if not state.projects and not pending and not self.config.blocklist:
             return Plan(listing, serial)  # a first whole-index run: every listed project, without a second copy
+        # Projects the mirror holds that upstream no longer lists: syncing them finds the 404 and removes them.
+        unlisted = frozenset(name for name in state.projects if name not in listing)
 
         def planned() -> Iterator[tuple[str, int | None]]:
             for name, upstream_serial in listing.items():
                 if wants_project(self.config, name) and _outdated(state.projects.get(name), upstream_serial):
                     yield name, upstream_serial
-            # Projects the mirror holds that upstream no longer lists: syncing them finds the 404 and removes them.
-            yield from ((name, None) for name in state.projects if name not in listing)
+            yield from ((name, None) for name in unlisted)
             yield from pending.items()
+            yield from ((name, None) for name in state.missing if name in listing)
 
         # A whole-index plan can name every project upstream: kept as compact as the listing it comes from.
-        return Plan(ProjectListing(planned()), serial)
+        return Plan(ProjectListing(planned()), serial, unlisted)
 
     def _normalized_or_report(self, name: str) -> str | None:
         try:
@@ -184,12 +175,15 @@ class Mirror:
         previous: ProjectState | None = None,
         check_published: bool = True,
         check_existing: bool = False,
+        removal_confirmed: bool = False,
     ) -> ProjectResult:
         """Bring one project's pages and files in line with upstream; on failure its old page stays in place.
 
         `previous` is what the mirror last published (serial and upstream ETag); `check_published` reads the
         published page to diff against (skip it only when the mirror is known not to hold the project);
-        `check_existing` looks for each new file in storage before downloading it (after an interrupted run).
+        `check_existing` looks for each new file in storage before downloading it (after an interrupted run);
+        `removal_confirmed`: upstream saying the project or all its files are gone is believed (else the old page
+        stays and the outcome is REMOVAL_UNCONFIRMED).
         """
         normalized = self._normalized_or_report(name)
         if normalized is None:
@@ -201,14 +195,18 @@ class Mirror:
         try:
             page = self.upstream.get_project(normalized, etag=known_etag, min_serial=floor)
         except ProjectNotFound:
-            return self._remove_project(normalized)
+            return self._remove_project(normalized, removal_confirmed)
         except (UpstreamError, InvalidInput) as error:
             return self._failed(normalized, str(error))
         if page is None:  # 304 Not Modified: the page we hold is current
             return ProjectResult(normalized, Outcome.UNCHANGED, known_serial, known_etag)
-        return self._publish(withhold_quarantined(filter_page(self.config, page)), check_published, check_existing)
+        page = withhold_quarantined(filter_page(self.config, page))
+        # A PEP 792 quarantine says itself that the files are gone on purpose: confirmation enough.
+        return self._publish(page, check_published, check_existing, removal_confirmed or is_quarantined(page))
 
-    def _publish(self, page: ProjectPage, check_published: bool, check_existing: bool) -> ProjectResult:
+    def _publish(
+        self, page: ProjectPage, check_published: bool, check_existing: bool, removal_confirmed: bool
+    ) -> ProjectResult:
         result = ProjectResult(page.normalized, Outcome.UPDATED, page.last_serial, page.etag)
         result.quarantined = is_quarantined(page)
         json_key, html_key = page_keys(page.normalized)
@@ -240,10 +238,28 @@ class Mirror:
             except (StorageError, ValueError) as error:
                 # An unreadable published page is replaced; nothing it names is deleted on its word.
                 self.reporter.event("published_page_unreadable", level="warning", key=json_key, error=str(error))
-        try:
-            page = _with_sizes(page, self._store_files(page, old_page, check_existing, result))
-        except FileFetchFailed:
-            return self._failed(page.normalized, "; ".join(result.errors), result)
+        if old_page is not None and old_page.files and not page.files and not removal_confirmed:
+            return self._removal_unconfirmed(page.normalized, "upstream lists no file")
+        return self._store_and_write(page, old_page, read_versions, check_existing, result)
+
+    def _store_and_write(
+        self,
+        page: ProjectPage,
+        old_page: ProjectPage | None,
+        read_versions: dict[str, str | None] | None,
+        check_existing: bool,
+        result: ProjectResult,
+    ) -> ProjectResult:
+        """Store the page's new files, write its pages over the versions read, then delete what it stopped naming."""
+        json_key, html_key = page_keys(page.normalized)
+        stored = self.files.store(page, old_page, check_existing)
+        result.files_stored, result.bytes_stored = stored.files_stored, stored.bytes_stored
+        if stored.errors:
+            result.errors += stored.errors
+            return self._failed(page.normalized, "; ".join(stored.errors), result)
+        page = _with_sizes(drop_unstorable(page, stored.unstorable), stored.sizes)
+        if stored.unstorable and not page.files:
+            return self._failed(page.normalized, "the destination can hold none of its files", result)
         try:
             page = self._provenance.store(page, old_page, self._file_pool)  # before the pages that point at them
             # The JSON page last: finding it current is how a resumed run knows both pages were written.
@@ -258,7 +274,7 @@ class Mirror:
                     if_none_match=read_versions is not None and version is None,
                 )
                 result.pages_written += 1
-            self._delete_unnamed(old_page, page, result)
+            result.files_deleted = self.files.delete_unnamed(old_page, page)
         except PreconditionFailed as error:
             message = f"{error}: another run published the project meanwhile; retried next run"
             return self._failed(page.normalized, message, result)
@@ -274,112 +290,6 @@ class Mirror:
         )
         return result
 
-    def _store_files(
-        self, page: ProjectPage, old_page: ProjectPage | None, check_existing: bool, result: ProjectResult
-    ) -> dict[str, int]:
-        """Store every object the page names that the old page did not; returns key → size of each.
-
-        A wheel wanted with its `.metadata` is one task, which takes the metadata out of the verified wheel.
-        """
-        held = objects_named(old_page)
-        futures: list[Future[list[Stored]]] = []
-        for dist in page.files:
-            wanted = [obj for obj in _objects_of(dist) if held.get(obj.key) != obj.sha256]
-            if len(wanted) == 2 and _is_wheel(dist):
-                futures.append(self._file_pool.submit(self._store_wheel, dist, wanted[1], check_existing))
-            else:
-                futures += [self._file_pool.submit(self._store_one, obj, check_existing) for obj in wanted]
-        sizes: dict[str, int] = {}
-        for future in as_completed(futures):
-            for obj, stored in future.result():
-                if isinstance(stored, Exception):
-                    result.errors.append(f"{obj.key}: {stored}")
-                    continue
-                sizes[obj.key], downloaded = stored
-                if downloaded:
-                    result.files_stored += 1
-                    result.bytes_stored += sizes[obj.key]
-        if result.errors:
-            raise FileFetchFailed(result.errors[0])
-        return sizes
-
-    def _store_one(self, dist: DistFile, check_existing: bool) -> list[Stored]:
-        try:
-            return [(dist, self._store_file(dist, check_existing))]
-        except (FileFetchFailed, StorageError) as error:
-            return [(dist, error)]
-
-    def _store_wheel(self, wheel: DistFile, metadata: DistFile, check_existing: bool) -> list[Stored]:
-        """Store a wheel, then its `.metadata` from the wheel's own METADATA when that hashes to the declared sha256.
-
-        No upstream request for the metadata then; else (not a zip, no single METADATA, too big, another hash, the
-        wheel already stored) it is fetched from upstream as any file.
-        """
-        if check_existing:
-            try:
-                info = self.storage.head(metadata.key)
-            except StorageError as error:
-                return [*self._store_one(wheel, check_existing), (metadata, error)]
-            if info is not None:  # stored by an interrupted run: keep it, as _store_file would
-                return [*self._store_one(wheel, check_existing), (metadata, (info.size, False))]
-        extract = _MetadataOfWheel(metadata.sha256)
-        try:
-            stored = self._store_file(wheel, check_existing, inspect=extract)
-        except (FileFetchFailed, StorageError) as error:
-            return [(wheel, error)]  # the project fails: its metadata is fetched when it is retried
-        if extract.data is not None:
-            try:
-                self.storage.put_bytes(
-                    metadata.key,
-                    extract.data,
-                    content_type=content_type_for(metadata.key),
-                    cache_control=FILE_CACHE_CONTROL,
-                )
-            except StorageError as error:
-                extract.problem = f"cannot store it: {error}"
-            else:
-                self.reporter.file_stored(len(extract.data))
-                return [(wheel, stored), (metadata, (len(extract.data), True))]
-        if extract.problem is not None:
-            self.reporter.event("metadata_from_upstream", key=metadata.key, reason=extract.problem)
-        return [(wheel, stored), *self._store_one(metadata, False)]  # not stored: checked above when resuming
-
-    def _store_file(self, dist: DistFile, check_existing: bool, inspect: Inspector | None = None) -> tuple[int, bool]:
-        """Download one file and store it verified; returns its size and whether it was downloaded.
-
-        Retries what is retryable. With `check_existing`, a file already stored is kept (storage only ever shows
-        verified objects) instead of downloaded again. `inspect` reads the verified bytes before they are published.
-        """
-        if check_existing:
-            info = self.storage.head(dist.key)
-            if info is not None and (dist.size is None or info.size == dist.size):
-                return info.size, False
-        self._mark_incomplete()
-        last_error: Exception | None = None
-        for attempt in range(1, self.config.file_attempts + 1):
-            if self._stop.is_set():
-                raise FileFetchFailed("run stopped")
-            try:
-                with self.upstream.open_file(dist.url) as body:
-                    size = self.storage.put_file(
-                        dist.key,
-                        body,
-                        sha256=dist.sha256,
-                        size=dist.size,
-                        content_type=content_type_for(dist.key),
-                        cache_control=FILE_CACHE_CONTROL,
-                        inspect=inspect,
-                    )
-            except RETRYABLE_FETCH_ERRORS as error:
-                last_error = error
-                self.reporter.event(
-                    "file_retry", level="warning", key=dist.key, attempt=attempt, error=str(error) or repr(error)
-                )
-                continue
-            self.reporter.file_stored(size)
-            return size, True
-        raise FileFetchFailed(f"gave up after {self.config.file_attempts} attempts: {last_error}")
-
     def _mark_incomplete(self) -> None:
         """Before a run stores its first file, record that files may exist that no page names yet."""
         with self._state_lock:
@@ -388,30 +298,27 @@ class Mirror:
                 save_state(self.storage, dataclasses.replace(state, incomplete=True))
                 state.incomplete = True  # only once saved: a failed save must fail every file, not just the first
 
-    def _delete_unnamed(self, old_page: ProjectPage | None, page: ProjectPage, result: ProjectResult) -> None:
-        """Delete what the old page named and the new one does not — only ever after the new page is written."""
-        keep = objects_named(page)
-        for key in objects_named(old_page):
-            if key not in keep:
-                self.storage.delete(key)
-                result.files_deleted += 1
-
-    def _remove_project(self, normalized: str) -> ProjectResult:
-        """Upstream deleted the project: unpublish its pages first, then delete its files."""
+    def _remove_project(self, normalized: str, removal_confirmed: bool) -> ProjectResult:
+        """Upstream deleted the project: once confirmed, unpublish its pages first, then delete its files."""
         result = ProjectResult(normalized, Outcome.REMOVED)
         json_key, html_key = page_keys(normalized)
         try:
             found = self.storage.get_bytes(json_key)
             old_page = render.parse_published_json(found[0]) if found else None
+            if found is not None and not removal_confirmed:
+                return self._removal_unconfirmed(normalized, "upstream answers 404")
             for key in (json_key, html_key):
                 self.storage.delete(key)
-            for key in objects_named(old_page):
-                self.storage.delete(key)
-                result.files_deleted += 1
+            result.files_deleted = self.files.delete_unnamed(old_page, None)
         except (StorageError, ValueError) as error:
             return self._failed(normalized, str(error), result)
         self.reporter.event("project_removed", project=normalized, deleted=result.files_deleted)
         return result
+
+    def _removal_unconfirmed(self, normalized: str, reason: str) -> ProjectResult:
+        """Upstream says the project (or all its files) is gone, unconfirmed: the old page stays; asked again."""
+        self.reporter.event("removal_unconfirmed", level="warning", project=normalized, reason=reason)
+        return ProjectResult(normalized, Outcome.REMOVAL_UNCONFIRMED)
 
     def _failed(self, normalized: str, error: str, result: ProjectResult | None = None) -> ProjectResult:
         result = result or ProjectResult(normalized, Outcome.FAILED)
@@ -509,6 +416,7 @@ class Mirror:
                 previous=previous,
                 check_published=previous is not None or resumed,
                 check_existing=resumed or name in state.pending,  # a failed project may have stored some files
+                removal_confirmed=plan.removal_confirmed(name, state),
             )
             self.reporter.project_finished(failed=result.outcome is Outcome.FAILED)
             return result
@@ -534,6 +442,11 @@ def record_result(state: MirrorState, result: ProjectResult) -> bool:
     """Note a project's result in `state`; returns whether the root listing changed: a project added or removed,
     quarantined or released."""
     listed = result.name in state.projects and result.name not in state.quarantined
+    if result.outcome is Outcome.REMOVAL_UNCONFIRMED:
+        state.missing.add(result.name)
+        return False
+    if result.outcome is not Outcome.FAILED:
+        state.missing.discard(result.name)
     if result.outcome is Outcome.REMOVED:
         state.projects.pop(result.name, None)
         state.quarantined.discard(result.name)
@@ -555,74 +468,6 @@ def _with_sizes(page: ProjectPage, sizes: Mapping[str, int | None]) -> ProjectPa
     return dataclasses.replace(page, files=files)
 
 
-def _is_wheel(dist: DistFile) -> bool:
-    return dist.filename.lower().endswith(".whl")
-
-
-class _MetadataOfWheel:
-    """put_file's inspector for a wheel: keeps its METADATA in `data` if that hashes to `sha256`, else says why not."""
-
-    def __init__(self, sha256: str):
-        self.sha256 = sha256
-        self.data: bytes | None = None
-        self.problem: str | None = None
-
-    def __call__(self, wheel: BinaryIO) -> None:
-        self.data = self.problem = None
-        try:
-            data = wheel_metadata(wheel)
-        except Exception as error:  # whatever is wrong with the zip, upstream serves the metadata
-            self.problem = f"{type(error).__name__}: {error}"
-            return
-        if hashlib.sha256(data).hexdigest() == self.sha256.lower():
-            self.data = data
-        else:
-            self.problem = "the wheel's METADATA does not hash to the declared sha256"
-
-
-def wheel_metadata(wheel: BinaryIO, limit: int = METADATA_MAX_BYTES) -> bytes:
-    """The wheel's one top-level `*.dist-info/METADATA`, read to at most `limit` bytes; ValueError (or a zipfile
-    error) otherwise. Memory stays bounded: the central directory's size and the METADATA's are checked first."""
-    # The end record ZipFile itself reads (zip64 too): it then reads and parses the whole central directory.
-    end = zipfile._EndRecData(wheel)  # pyright: ignore[reportAttributeAccessIssue]
-    if end is None:
-        raise zipfile.BadZipFile("not a zip file")
-    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # pyright: ignore[reportAttributeAccessIssue]
-    directory = end[zipfile._ECD_SIZE]  # pyright: ignore[reportAttributeAccessIssue]
-    if entries > WHEEL_MAX_ENTRIES or directory > WHEEL_MAX_DIRECTORY_BYTES:
-        raise ValueError(f"central directory of {entries} entries, {directory} bytes: over the limit")
-    with zipfile.ZipFile(wheel) as archive:
-        found = [info for info in archive.infolist() if WHEEL_METADATA.match(info.filename)]
-        if len(found) != 1:
-            raise ValueError(f"{len(found)} top-level *.dist-info/METADATA entries, expected 1")
-        if found[0].file_size > limit:
-            raise ValueError(f"METADATA of {found[0].file_size} bytes, over the limit of {limit}")
-        with archive.open(found[0]) as member:
-            data = member.read(limit + 1)  # bounded: read() would inflate the whole stream before cutting it
-    if len(data) > limit:
-        raise ValueError(f"METADATA over the limit of {limit} bytes")
-    return data
-
-
-def _objects_of(dist: DistFile) -> list[DistFile]:
-    """The stored objects one file entry stands for: the file, and its core metadata when mirrored."""
-    objects = [dist]
-    if dist.has_metadata and dist.metadata_sha256:
-        objects.append(
-            dataclasses.replace(
-                dist,
-                filename=dist.filename + ".metadata",
-                url=dist.url + ".metadata",
-                key=dist.metadata_key,
-                sha256=dist.metadata_sha256,
-                size=None,
-                has_metadata=False,
-                metadata_sha256=None,
-            )
-        )
-    return objects
-
-
 def _outdated(known: ProjectState | None, upstream_serial: int | None) -> bool:
     """Whether the listing's serial says a project changed since the mirror published it (unknown: assume so)."""
     return known is None or upstream_serial is None or known.serial is None or upstream_serial > known.serial
@@ -636,10 +481,3 @@ def _older(page: ProjectPage, published: ProjectPage) -> bool:
 
 def _digest(state: MirrorState | None) -> str | None:
     return None if state is None else state.digest()
-
-
-def objects_named(page: ProjectPage | None) -> dict[str, str]:
-    """key → sha256 of every object a page names."""
-    if page is None:
-        return {}
-    return {obj.key: obj.sha256 for dist in page.files for obj in _objects_of(dist)} | dict(provenance_objects(page))

@@ -136,6 +136,10 @@ class MirrorState:
     incomplete: bool = False  # a run started and did not finish: files may be stored without a page naming them
     pending: dict[str, int | None] = field(default_factory=dict)  # projects that failed: retried next run
     quarantined: set[str] = field(default_factory=set)  # PEP 792: published without files, left out of the root
+    # Projects the last sync found gone upstream (404, or no file left), unconfirmed: the next sync that finds the
+    # same removes them. Stored only when there are some, so a state without it reads as before (and older code
+    # reads this one).
+    missing: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not isinstance(self.projects, ProjectStates):  # a plain mapping, as tests and tools build one
@@ -155,6 +159,8 @@ class MirrorState:
         }
         if self.quarantined:  # only then: a state without any stays byte for byte what it was
             header["quarantined"] = sorted(self.quarantined)
+        if self.missing:
+            header["missing"] = sorted(self.missing)
         yield json.dumps(header, separators=(",", ":")).encode() + b"\n"
         for key, value in self.projects.rows():
             yield b'["%s",%s]\n' % (key, value)
@@ -191,6 +197,7 @@ class MirrorState:
                 pending={str(name): _optional_int(serial) for name, serial in header["pending"].items()},
                 projects=projects,
                 quarantined={str(name) for name in header.get("quarantined", ())},
+                missing={encode_name(name).decode() for name in _names(header.get("missing", []))},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise StorageError(f"{STATE_KEY}: unreadable mirror state ({error})") from None
@@ -218,6 +225,12 @@ def _stored_row(line: bytes) -> tuple[bytes, bytes]:
     if etag is not None and not isinstance(etag, str):
         raise ValueError(f"bad ETag in project row {row!r:.80}")
     return encode_name(name), _encode(ProjectState(_optional_int(serial), etag))
+
+
+def _names(value: object) -> list[str]:
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return value
+    raise ValueError(f"{value!r:.80} is not a list of names")
 
 
 def _optional_int(value: object) -> int | None:

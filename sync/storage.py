@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -46,6 +47,7 @@ CONTENT_TYPES_BY_SUFFIX = {
 BUCKET_NAME = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 IPV4_LIKE = re.compile(r"\A\d+\.\d+\.\d+\.\d+\Z")
 TEMP_FILE = re.compile(r"\A\..*\.tmp-[A-Za-z0-9_]+\Z")  # `.<name>.tmp-<random>`: a folder upload in progress
+TEMP_NAME_BYTES = 64  # at most this much of `<name>` goes into a temp file's name: a long name still gets a temp file
 BOTO_ERRORS = (ClientError, BotoCoreError)
 
 T = TypeVar("T")
@@ -74,11 +76,16 @@ class ObjectNotFound(StorageError):
     """The object asked for does not exist."""
 
 
+class UnstorableKey(StorageError):
+    """The destination cannot hold an object at this key (a name too long for the file system, or for S3)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
     etag: str  # opaque version token for conditional writes (S3 ETag; mtime_ns+size+inode for folders)
+    sha256: str | None = None  # lower-case hex, when asked for (`head(key, sha256=True)`)
 
 
 class Storage(Protocol):
@@ -94,12 +101,14 @@ class Storage(Protocol):
         content_type: str,
         cache_control: str,
         inspect: Inspector | None = None,
+        if_none_match: bool = False,
     ) -> int:
         """Store a file streamed from `body`, visible only if its sha256 (and size, when given) match; returns its size.
 
         Raises ChecksumMismatch (nothing visible) otherwise. Memory stays bounded whatever the size. `inspect`, when
         given, reads the verified bytes from a local seekable copy before they become visible (no second download);
-        an exception from it aborts the put.
+        an exception from it aborts the put. With `if_none_match` an existing object is never replaced: the put
+        raises PreconditionFailed instead. UnstorableKey: the destination cannot hold this key at all.
         """
         ...
 
@@ -120,8 +129,9 @@ class Storage(Protocol):
         """The object's bytes and etag, or None when absent."""
         ...
 
-    def head(self, key: str) -> ObjectInfo | None:
-        """Size and etag of an object, or None when absent."""
+    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
+        """Size and etag of an object (and its sha256, when asked: S3 keeps it, a folder reads the file), or None
+        when absent."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -237,6 +247,7 @@ class FolderStorage:
             raise StorageError(f"cannot create folder {root}: {error.strerror or error}") from error
         if not os.access(root, os.W_OK | os.X_OK):
             raise StorageError(f"folder {root} is not writable")
+        self._name_max = os.pathconf(root, "PC_NAME_MAX")
 
     def describe(self) -> str:
         return str(self.root)
@@ -244,19 +255,31 @@ class FolderStorage:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
+    def _check_storable(self, key: str) -> None:
+        """UnstorableKey when a segment of `key` is longer than the file system allows a name (ENAMETOOLONG)."""
+        longest = max(len(segment.encode()) for segment in key.split("/"))
+        if longest > self._name_max:
+            raise UnstorableKey(
+                f"{key}: a name of {longest} bytes is too long for {self.root} (at most {self._name_max})"
+            )
+
     @staticmethod
     def _etag(info: os.stat_result) -> str:
         return f'"{info.st_mtime_ns:x}-{info.st_size:x}-{info.st_ino:x}"'
 
     def _new_temp(self, key: str, path: Path) -> tuple[int, str]:
         """A fresh temp file beside `path`; retried when a concurrent delete prunes the directory in between."""
+        self._check_storable(key)
+        name = path.name.encode()[:TEMP_NAME_BYTES].decode(errors="ignore")
         for _ in range(3):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                return tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+                return tempfile.mkstemp(prefix=f".{name}.tmp-", dir=path.parent)
             except FileNotFoundError:
                 continue
             except OSError as error:
+                if error.errno == errno.ENAMETOOLONG:
+                    raise UnstorableKey(f"{key}: the path is too long for {self.root}") from error
                 raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
         raise StorageError(f"{key}: the folder of {path} keeps disappearing")
 
@@ -324,9 +347,10 @@ class FolderStorage:
         content_type: str,
         cache_control: str,
         inspect: Inspector | None = None,
+        if_none_match: bool = False,
     ) -> int:
         """Content type and cache control are not stored: a folder has no object metadata. `inspect` reads the
-        temp file before its rename."""
+        temp file before its rename (or, with `if_none_match`, its link)."""
         path = self._path(key)
         temp, (actual, received) = self._write_temp(
             key, path, lambda handle: _copy_hashing(key, body, handle.write, size)
@@ -344,7 +368,10 @@ class FolderStorage:
         except BaseException:
             os.unlink(temp)
             raise
-        self._publish(key, temp, path)
+        if if_none_match:
+            self._link_if_absent(key, temp, path)
+        else:
+            self._publish(key, temp, path)
         return received
 
     def put_bytes(
@@ -388,30 +415,30 @@ class FolderStorage:
         try:
             with open(path, "rb") as handle:
                 return handle.read(), self._etag(os.fstat(handle.fileno()))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
         except OSError as error:
+            if _absent_on_disk(error):
+                return None
             raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
         path = self._path(key)
         try:
             info = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
         except OSError as error:
+            if _absent_on_disk(error):
+                return None
             raise StorageError(f"{key}: cannot stat {path}: {error.strerror or error}") from error
         if not stat.S_ISREG(info.st_mode):
             return None
-        return ObjectInfo(key, info.st_size, self._etag(info))
+        return ObjectInfo(key, info.st_size, self._etag(info), sha256_of(self, key) if sha256 else None)
 
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
             return open(path, "rb")  # the caller closes it
-        except (FileNotFoundError, NotADirectoryError) as error:
-            raise ObjectNotFound(f"{key}: no such object ({path})") from error
         except OSError as error:
+            if _absent_on_disk(error):
+                raise ObjectNotFound(f"{key}: no such object ({path})") from error
             raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
@@ -425,12 +452,12 @@ class FolderStorage:
                     if current is None or current.etag != if_match:
                         raise PreconditionFailed(f"{key}: changed since etag {if_match}")
                     path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError as error:
+            if not _absent_on_disk(error):
+                raise StorageError(f"{key}: cannot delete {path}: {error.strerror or error}") from error
             if if_match is not None:
                 raise PreconditionFailed(f"{key}: absent, expected etag {if_match}") from None
             return
-        except OSError as error:
-            raise StorageError(f"{key}: cannot delete {path}: {error.strerror or error}") from error
         self._prune(path.parent)
 
     def _prune(self, directory: Path) -> None:
@@ -517,6 +544,8 @@ class S3Storage:
             raise PreconditionFailed(text) from error
         if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
             raise ChecksumMismatch(text) from error
+        if code == "KeyTooLongError":
+            raise UnstorableKey(text) from error
         raise StorageError(text) from error
 
     @staticmethod
@@ -539,8 +568,10 @@ class S3Storage:
         content_type: str,
         cache_control: str,
         inspect: Inspector | None = None,
+        if_none_match: bool = False,
     ) -> int:
-        """`inspect` reads the spool (memory, or a temp file past SPOOL_IN_MEMORY) before the PutObject."""
+        """`inspect` reads the spool (memory, or a temp file past SPOOL_IN_MEMORY) before the PutObject;
+        `if_none_match` sends it with `If-None-Match: *`."""
         full_key = self._key(key)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             actual, received = _copy_hashing(key, body, spool.write, size)
@@ -560,6 +591,7 @@ class S3Storage:
                     CacheControl=cache_control,
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=base64.b64encode(bytes.fromhex(actual)).decode(),
+                    **({"IfNoneMatch": "*"} if if_none_match else {}),
                 )
             except BOTO_ERRORS as error:
                 self._fail(key, "PUT", error)
@@ -607,14 +639,22 @@ class S3Storage:
                 return None
             self._fail(key, "GET", error)
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
+        """With `sha256`, the checksum S3 keeps (every put here sends one); an object stored without one is read."""
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(key), **({"ChecksumMode": "ENABLED"} if sha256 else {})
+            )
         except BOTO_ERRORS as error:
             if self._absent(error):
                 return None
             self._fail(key, "HEAD", error)
-        return ObjectInfo(key, response["ContentLength"], response["ETag"])
+        digest = None
+        if sha256:
+            kept = response.get("ChecksumSHA256")
+            whole = kept and response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" and "-" not in kept
+            digest = base64.b64decode(kept).hex() if whole else sha256_of(self, key)
+        return ObjectInfo(key, response["ContentLength"], response["ETag"], digest)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -668,6 +708,20 @@ class _S3Stream(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def sha256_of(storage: Storage, key: str) -> str:
+    """The sha256 of a stored object, read as it streams in."""
+    digest = hashlib.sha256()
+    with storage.open(key) as body:
+        while chunk := body.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _absent_on_disk(error: OSError) -> bool:
+    """Whether a file-system error means the object is absent (a name too long cannot exist either)."""
+    return isinstance(error, FileNotFoundError | NotADirectoryError) or error.errno == errno.ENAMETOOLONG
 
 
 def put_chunks(storage: Storage, key: str, chunks: Iterable[bytes], *, content_type: str, cache_control: str) -> int:

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sync import render
+from sync.files import objects_named
 from sync.lease import LEASE_KEY
-from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, objects_named, page_keys
+from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, page_keys
 from sync.project_status import is_quarantined
 from sync.state import load_state
 from sync.storage import Storage, StorageError

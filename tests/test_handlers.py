@@ -180,6 +180,8 @@ def test_per_invocation_concurrency_keeps_the_global_budget():
 def test_job_messages_round_trip_and_bad_ones_are_named():
     job = ProjectJob("foo-bar", 1234, 1700000000.5)
     assert ProjectJob.from_message(job.to_message()) == job
+    confirming = ProjectJob("foo-bar", confirm_removal=True)
+    assert ProjectJob.from_message(confirming.to_message()) == confirming
     assert ProjectJob.from_message('{"project": "Foo_Bar"}') == ProjectJob("foo-bar")
     for body in (
         "not json",
@@ -188,6 +190,7 @@ def test_job_messages_round_trip_and_bad_ones_are_named():
         '{"project": "a", "serial": "1"}',
         '{"project": "a", "serial": true}',
         '{"project": "a", "changed_at": "now"}',
+        '{"project": "a", "confirm_removal": 1}',
     ):
         with pytest.raises(JobError, match="is not a project job"):
             ProjectJob.from_message(body)
@@ -303,6 +306,10 @@ def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatc
     assert third["handed_off"] == 2
     assert third["root_written"] is False  # the set of projects is unchanged until a worker says otherwise
     assert aws.drain() == 2
+    assert aws.markers() == ["zope-hookable.missing"]  # one 404: the page stays until a second sync agrees
+    assert aws.plan()["root_written"] is False  # folds the marker
+    assert aws.plan()["handed_off"] == 1  # the confirming sync
+    assert aws.drain() == 1
     assert aws.markers() == ["zope-hookable.removed"]
     assert aws.plan()["root_written"] is True
     assert aws.root_names() == ["foo-bar", "tiny"]
@@ -507,6 +514,8 @@ def test_run_local_drives_the_same_planner_and_workers_with_threads(upstream, fa
     report = verify_mirror(storage)
     assert (report.problems, report.orphans) == ([], [])
     fake_index.remove_project("tiny")
+    unconfirmed = run_local(config, reporter, inline_threshold=0, workers=3)
+    assert (unconfirmed.planned, unconfirmed.root_written) == (1, False)  # one 404 is not enough
     second = run_local(config, reporter, inline_threshold=0, workers=3)
     assert second.root_written is True
     assert [p["name"] for p in json.loads(storage.get_bytes("simple/index.v1_json")[0])["projects"]] == [

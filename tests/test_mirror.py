@@ -13,11 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from sync import files as files_module
 from sync import mirror as mirror_module
 from sync import render
 from sync.config import MirrorConfig
+from sync.files import METADATA_MAX_BYTES, wheel_metadata
 from sync.lease import LeaseHeld, acquire
-from sync.mirror import METADATA_MAX_BYTES, Mirror, Outcome, ProjectResult, RunResult, wheel_metadata
+from sync.mirror import Mirror, Outcome, ProjectResult, RunResult
 from sync.progress import Reporter
 from sync.state import STATE_KEY, load_state
 from sync.storage import BINARY, FILE_CACHE_CONTROL, Storage, open_storage
@@ -238,7 +240,9 @@ def test_deleted_file_release_and_project_are_removed_after_their_pages(upstream
     fake_index.remove_project(second.name)
     result = mirror.run()
     outcomes = {p.name: p.outcome for p in result.projects}
-    assert outcomes == {first.normalized: Outcome.UPDATED, second.normalized: Outcome.REMOVED}
+    assert outcomes == {first.normalized: Outcome.UPDATED, second.normalized: Outcome.REMOVAL_UNCONFIRMED}
+    assert mirror.page(second.normalized) is not None  # one 404 is not enough: the next run must agree
+    assert [p.outcome for p in mirror.run().projects] == [Outcome.REMOVED]
     assert mirror.storage.inner.head(gone_file.url_path.lstrip("/")) is None
     assert gone_file.filename not in {f.filename for f in mirror.page(first.normalized).files}
     assert mirror.page(second.normalized) is None
@@ -518,8 +522,8 @@ def test_reading_a_zip_bomb_metadata_stays_within_memory(wheel, message):
     ids=["two", "nested only", "too many entries", "directory too big"],
 )
 def test_a_wheel_needs_exactly_one_top_level_metadata_and_a_small_directory(members, message, monkeypatch):
-    monkeypatch.setattr(mirror_module, "WHEEL_MAX_ENTRIES", 5)
-    monkeypatch.setattr(mirror_module, "WHEEL_MAX_DIRECTORY_BYTES", 400)
+    monkeypatch.setattr(files_module, "WHEEL_MAX_ENTRIES", 5)
+    monkeypatch.setattr(files_module, "WHEEL_MAX_DIRECTORY_BYTES", 400)
     with pytest.raises(ValueError, match=message):
         wheel_metadata(io.BytesIO(zipped(members)))
     assert wheel_metadata(io.BytesIO(zipped({"a-1.dist-info/METADATA": b"one", "a/x.py": b""}))) == b"one"
@@ -545,7 +549,7 @@ def test_a_big_plan_is_fed_to_the_workers_a_few_projects_at_a_time(upstream, tmp
             in_flight[0] += 1
         return mirror_module.ProjectResult(name, Outcome.UNCHANGED)
 
-    plan = SimpleNamespace(projects=SimpleNamespace(items=names))  # a Mapping only as far as _sync_all reads it
+    plan = mirror_module.Plan(SimpleNamespace(items=names), None)  # a Mapping only as far as _sync_all reads it
     monkeypatch.setattr(mirror, "sync_project", finished)
     results = list(mirror._sync_all(plan, mirror_module.MirrorState(), resumed=False))
     mirror.close()
