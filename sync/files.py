@@ -124,6 +124,8 @@ class FileStore:
                 if isinstance(stored, UnstorableKey):
                     self.reporter.event("file_unstorable", level="warning", key=obj.key, error=str(stored))
                     outcome.unstorable.add(obj.key)
+                elif isinstance(stored, StoredObjectConflict):
+                    outcome.errors.append(str(stored))  # names the key
                 elif isinstance(stored, Exception):
                     outcome.errors.append(f"{obj.key}: {stored}")
                 else:
