@@ -168,6 +168,8 @@ def validate_key(key: str) -> str:
         problem = "is absolute"
     elif "\\" in key or "\0" in key:
         problem = "contains a backslash or NUL"
+    elif not _encodable(key):
+        problem = "is not valid Unicode (a lone surrogate)"
     elif any(part in ("", ".", "..") for part in key.split("/")):
         problem = "has an empty, '.' or '..' segment"
     elif TEMP_FILE.match(key.rsplit("/", 1)[-1]):
@@ -175,6 +177,14 @@ def validate_key(key: str) -> str:
     if problem:
         raise StorageError(f"refusing key {key!r}: it {problem}")
     return key
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_conditions(key: str, if_match: str | None, if_none_match: bool) -> None:

@@ -92,7 +92,7 @@ def test_a_second_project_claiming_a_stored_key_with_other_bytes_is_refused(rig:
     published = page(rig, "foo-bar")
     hostile = b"not tiny's file"
     claim = entry(rig, victim, hashes={"sha256": hashlib.sha256(hostile).hexdigest()}, size=len(hostile))
-    serve_page(rig, "foo-bar", [entry(rig, f) for f in rig.index.project("foo-bar").files][:1] + [claim])
+    serve_page(rig, "foo-bar", [*[entry(rig, f) for f in rig.index.project("foo-bar").files][:1], claim])
     rig.upstream.override_path(victim.url_path, hostile, "application/octet-stream")
     outcome = rig.mirror()
     assert outcome.code == cli.EXIT_PARTIAL, outcome.stderr
@@ -145,13 +145,15 @@ def test_a_transient_404_removes_nothing(rig: FaultRig) -> None:
     assert all(rig.storage.head(key) is not None for key in files)
     assert {"name": "tiny"} in json.loads(rig.storage.get_bytes("simple/index.v1_json")[0])["projects"]
     state = load_state(rig.storage)
-    assert state is not None and state.missing == {"tiny"}
+    assert state is not None
+    assert state.missing == {"tiny"}
     rig.upstream.clear_faults()
     healed = rig.mirror()
     assert healed.code == cli.EXIT_OK, healed.stderr
     assert b"tiny-2.0.tar.gz" in (page(rig, "tiny") or b"")
     state = load_state(rig.storage)
-    assert state is not None and state.missing == set()
+    assert state is not None
+    assert state.missing == set()
     rig.assert_sound(orphans_allowed=False)
 
 

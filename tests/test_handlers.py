@@ -284,6 +284,7 @@ def test_a_planner_that_cannot_write_the_status_still_finishes_its_pass(monkeypa
     assert load_state(aws.storage).serial == summary["serial"]
 
 
+@pytest.mark.hostile_class(7)
 def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatch, upstream, fake_index, s3_dest):
     aws = Lambda(monkeypatch, upstream, s3_dest, PYPI_CDN_INLINE_THRESHOLD="0")
     first = aws.plan()
@@ -307,6 +308,7 @@ def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatc
     assert third["root_written"] is False  # the set of projects is unchanged until a worker says otherwise
     assert aws.drain() == 2
     assert aws.markers() == ["zope-hookable.missing"]  # one 404: the page stays until a second sync agrees
+    assert aws.storage.get_bytes("simple/zope-hookable/index.v1_json") is not None
     assert aws.plan()["root_written"] is False  # folds the marker
     assert aws.plan()["handed_off"] == 1  # the confirming sync
     assert aws.drain() == 1
@@ -504,6 +506,7 @@ def test_published_pages_are_invalidated_at_the_edge(monkeypatch, upstream, fake
 
 
 # ------------------------------------------------------------------------------------------------ local
+@pytest.mark.hostile_class(7)
 def test_run_local_drives_the_same_planner_and_workers_with_threads(upstream, fake_index, tmp_path):
     config = MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url, workers=2)
     reporter = Reporter(io.StringIO(), json_lines=True)

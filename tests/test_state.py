@@ -79,6 +79,17 @@ def test_round_trip_keeps_every_field_and_any_etag():
     assert again.digest() != state.digest()
 
 
+@pytest.mark.hostile_class(7)
+def test_projects_found_missing_round_trip_and_a_state_without_them_reads_as_before():
+    state = MirrorState(serial=3, projects={"a": ProjectState(1, None), "b": ProjectState(2, None)}, missing={"b"})
+    header = json.loads(state.to_json().splitlines()[0])
+    assert header["missing"] == ["b"]
+    assert MirrorState.from_json(state.to_json()).missing == {"b"}
+    state.missing.clear()
+    assert "missing" not in json.loads(state.to_json().splitlines()[0])  # the header earlier code writes and reads
+    assert MirrorState.from_json(state.to_json()).missing == set()
+
+
 HEADER = b'{"format": 2, "serial": 1, "incomplete": false, "pending": {}, '
 
 
@@ -97,6 +108,8 @@ HEADER = b'{"format": 2, "serial": 1, "incomplete": false, "pending": {}, '
         (HEADER + b'"projects": 1}\n["a", 1, 5]\n', "bad ETag"),
         (HEADER + b'"projects": 1}\n["a b", 1, null]\n', "not a normalized"),
         (b'{"format": 2, "serial": 1, "incomplete": false, "projects": 0}\n', "'pending'"),
+        (HEADER + b'"projects": 0, "missing": "ab"}\n', "is not a list of names"),
+        (HEADER + b'"projects": 0, "missing": ["a b"]}\n', "not a normalized"),
     ],
 )
 def test_an_unreadable_state_names_the_state_file(data, complaint):

@@ -30,19 +30,28 @@ from sync.storage import (
     S3Storage,
     Storage,
     StorageError,
+    UnstorableKey,
     content_type_for,
     open_storage,
 )
 from tests import s3proxy
 
-BAD_KEYS = ["../x", "a/../../x", "/abs", "a\\b", "a\0b", "", "a//b", "./a", "a/"]
+BAD_KEYS = ["../x", "a/../../x", "/abs", "a\\b", "a\0b", "", "a//b", "./a", "a/", "a\ud800b"]
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def put(storage: Storage, key: str, data: bytes, *, sha256: str | None = None, size: int | None = -1) -> None:
+def put(
+    storage: Storage,
+    key: str,
+    data: bytes,
+    *,
+    sha256: str | None = None,
+    size: int | None = -1,
+    if_none_match: bool = False,
+) -> None:
     storage.put_file(
         key,
         io.BytesIO(data),
@@ -50,6 +59,7 @@ def put(storage: Storage, key: str, data: bytes, *, sha256: str | None = None, s
         size=len(data) if size == -1 else size,
         content_type=BINARY,
         cache_control=FILE_CACHE_CONTROL,
+        if_none_match=if_none_match,
     )
 
 
@@ -259,6 +269,55 @@ def test_put_bytes_if_none_match_creates_only_once(storage):
     with pytest.raises(PreconditionFailed, match="s/lease"):
         put_small(storage, "s/lease", b"second", if_none_match=True)
     assert storage.get_bytes("s/lease") == (b"first", etag)
+
+
+@pytest.mark.hostile_class(8)
+def test_put_file_if_none_match_never_replaces_a_stored_object(storage):
+    put(storage, "packages/a/f.whl", b"first", if_none_match=True)
+    with pytest.raises(PreconditionFailed, match=r"packages/a/f\.whl"):
+        put(storage, "packages/a/f.whl", b"other bytes", if_none_match=True)
+    assert storage.get_bytes("packages/a/f.whl")[0] == b"first"
+    assert [info.key for info in storage.list("packages/")] == ["packages/a/f.whl"]  # no temp file left
+
+
+def test_head_gives_the_sha256_when_asked(storage):
+    put(storage, "packages/f.whl", b"content")
+    put_small(storage, "m/f.metadata", b"metadata")
+    assert storage.head("packages/f.whl").sha256 is None
+    assert storage.head("packages/f.whl", sha256=True).sha256 == sha(b"content")
+    assert storage.head("m/f.metadata", sha256=True).sha256 == sha(b"metadata")
+    assert storage.head("absent", sha256=True) is None
+
+
+def test_s3_head_reads_an_object_stored_without_a_checksum(s3_dest):
+    s3_dest.client.put_object(Bucket=s3_dest.bucket, Key=s3_dest.object_key("plain"), Body=b"no checksum")
+    storage = open_storage(s3_dest.dest, endpoint_url=s3_dest.endpoint_url)
+    assert storage.head("plain", sha256=True).sha256 == sha(b"no checksum")
+
+
+@pytest.mark.hostile_class(9)
+def test_folder_refuses_a_name_too_long_and_finds_none_stored(tmp_path):
+    storage = FolderStorage(tmp_path / "m")
+    too_long = "packages/aa/" + "é" * 128 + ".whl"  # 260 bytes
+    with pytest.raises(UnstorableKey, match="too long"):
+        put(storage, too_long, b"x")
+    with pytest.raises(UnstorableKey, match="too long"):
+        put_small(storage, too_long, b"x")
+    assert storage.head(too_long) is None
+    assert storage.get_bytes(too_long) is None
+    storage.delete(too_long)  # absent
+    with pytest.raises(StorageError, match="no such object"):
+        storage.open(too_long)
+    assert list(tmp_path.rglob("*.tmp-*")) == []
+
+
+@pytest.mark.hostile_class(9)
+def test_folder_stores_a_name_at_the_file_systems_limit(tmp_path):
+    storage = FolderStorage(tmp_path / "m")
+    at_limit = "packages/aa/" + "x" * 251 + ".whl"  # 255 bytes: its temp file's name must be shorter
+    put(storage, at_limit, b"x", if_none_match=True)
+    put_small(storage, "s/" + "y" * 255, b"y")
+    assert storage.get_bytes(at_limit)[0] == b"x"
 
 
 def test_put_bytes_if_match_is_compare_and_swap(storage):
