@@ -250,6 +250,7 @@ def test_uses_only_the_runtime_2_subset() -> None:
 
 
 # ------------------------------------------------------------------------------------------- bounded work
+@pytest.mark.hostile_class(10)
 def test_only_the_first_kilobyte_of_accept_is_read(edge_function: ViewerRequestFunction) -> None:
     filler = "x/y;q=0.5," * 110  # 1,100 characters of ranges that match no offer
     assert run(edge_function, "/simple/six/", TYPES[0] + "," + filler)["uri"] == f"/simple/six/{JSON}"
@@ -258,6 +259,7 @@ def test_only_the_first_kilobyte_of_accept_is_read(edge_function: ViewerRequestF
     assert edge_function(viewer_request_event("GET", "/simple/six/", many))["statusCode"] == 406
 
 
+@pytest.mark.hostile_class(10)
 def test_a_call_costs_the_same_whatever_the_accept_header() -> None:
     figures = measure({label: SHAPES[label] for label in SHAPES if "Accept" in label}, iterations=300)
     # Unbounded, the 16 KB headers took 1.1 to 7.9 ms a call (bench/README.md); bounded, tens of microseconds.

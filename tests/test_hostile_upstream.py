@@ -114,6 +114,7 @@ NON_ASCII_NAMES = ["\u017fix", "\u0131dna", "\u212aelvin", "pa\u0441kaging"]  # 
 
 
 @pytest.mark.parametrize("name", NON_ASCII_NAMES, ids=ascii)
+@pytest.mark.hostile_class(2)
 def test_a_non_ascii_project_flag_is_a_usage_error_naming_it(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -141,6 +142,7 @@ def rig(upstream: UpstreamServer, fake_index: FakeIndex, tmp_path: Path, monkeyp
     return synced_rig(upstream, fake_index, str(tmp_path / "mirror"))
 
 
+@pytest.mark.hostile_class(5)
 def test_a_feed_serial_past_2_63_is_refused_and_the_next_run_reads_the_state(rig: FaultRig) -> None:
     before = MirrorState.from_json(rig.storage.get_bytes(STATE_KEY)[0]).serial
     rig.upstream.override_path("/pypi", feed_answer([("tiny", 2**63), ("tiny", 2**70)]), "text/xml")
@@ -154,6 +156,7 @@ def test_a_feed_serial_past_2_63_is_refused_and_the_next_run_reads_the_state(rig
     assert MirrorState.from_json(rig.storage.get_bytes(STATE_KEY)[0]).serial == before
 
 
+@pytest.mark.hostile_class(5)
 def test_a_serial_past_32_bits_is_saved_and_asked_for_on_the_next_run(rig: FaultRig) -> None:
     big = 2**40
     page = json.loads(rig.storage.get_bytes("simple/tiny/index.v1_json")[0])
@@ -182,6 +185,7 @@ HOSTILE_SERIALS = {
 
 
 @pytest.mark.parametrize(("meta", "complaint"), HOSTILE_SERIALS.values(), ids=HOSTILE_SERIALS.keys())
+@pytest.mark.hostile_class(5)
 def test_a_page_with_an_absurd_serial_is_refused_naming_it(rig: FaultRig, meta: dict, complaint: str) -> None:
     document = {"meta": {"api-version": "1.1", **meta}, "name": "tiny", "files": []}
     rig.upstream.override_page("tiny", json.dumps(document).encode(), JSON_TYPE)
@@ -193,6 +197,7 @@ def test_a_page_with_an_absurd_serial_is_refused_naming_it(rig: FaultRig, meta: 
     assert all(s.serial is None or s.serial < 2**63 for _, s in state.projects.states())
 
 
+@pytest.mark.hostile_class(5)
 def test_a_serial_header_past_2_63_is_an_upstream_error() -> None:
     page = b"<!DOCTYPE html><html><body></body></html>"
     routes = {"/simple/demo/": lambda h: send(h, 200, page, Content_Type="text/html", X_PyPI_Last_Serial="9" * 25)}
@@ -200,6 +205,7 @@ def test_a_serial_header_past_2_63_is_an_upstream_error() -> None:
         client(upstream.url).get_project("demo")
 
 
+@pytest.mark.hostile_class(5)
 def test_a_state_with_an_absurd_serial_is_neither_read_nor_written(tmp_path: Path) -> None:
     header = {"format": 2, "serial": 2**63, "incomplete": False, "pending": {}, "projects": 0}
     with pytest.raises(StorageError, match=r"state\.json: unreadable mirror state \(9223372036854775808 is not a"):
@@ -211,6 +217,7 @@ def test_a_state_with_an_absurd_serial_is_neither_read_nor_written(tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------------ class 4: SSRF
+@pytest.mark.hostile_class(4)
 def test_a_file_on_another_port_of_the_upstream_host_is_dropped() -> None:
     elsewhere: list[Host] = []
     routes: dict[str, Handler] = {}
@@ -234,6 +241,7 @@ REDIRECTS = {
 
 
 @pytest.mark.parametrize(("method", "path", "status"), REDIRECTS.values(), ids=REDIRECTS.keys())
+@pytest.mark.hostile_class(4)
 def test_a_redirect_off_the_allowed_origins_is_not_followed(method: str, path: str, status: int) -> None:
     routes: dict[str, Handler] = {}
     with hosts(routes, {path: lambda h: send(h, 200, b"secret")}) as (upstream, other):
@@ -254,6 +262,7 @@ def test_a_redirect_off_the_allowed_origins_is_not_followed(method: str, path: s
     assert upstream.requests == [(method, path)]
 
 
+@pytest.mark.hostile_class(4)
 def test_a_redirect_within_the_origin_is_followed() -> None:
     routes: dict[str, Handler] = {}
     with hosts(routes) as (upstream,):
@@ -278,11 +287,13 @@ def test_a_redirect_within_the_origin_is_followed() -> None:
         ("2a04:4e42::223", False),
     ],
 )
+@pytest.mark.hostile_class(4)
 def test_link_local_and_metadata_addresses_are_forbidden(address: str, forbidden: bool) -> None:
     assert forbidden_address(address) is forbidden
 
 
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost"])
+@pytest.mark.hostile_class(4)
 def test_a_forbidden_address_is_never_sent_a_request_whatever_the_host_name(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +305,7 @@ def test_a_forbidden_address_is_never_sent_a_request_whatever_the_host_name(
     assert upstream.requests == []
 
 
+@pytest.mark.hostile_class(4)
 def test_file_hosts_name_origins() -> None:
     assert allowed_origins(["files.example", "mirror.example:8443", "http://raw.example:8080"]) == {
         ("https", "files.example", 443),
@@ -325,6 +337,7 @@ def trickle(status_line: bool) -> Handler:
 
 
 @pytest.mark.parametrize("headers_done", [True, False], ids=["trickled body", "trickled headers"])
+@pytest.mark.hostile_class(6)
 def test_a_trickling_server_is_cut_off_at_the_deadline(headers_done: bool) -> None:
     with hosts({"/simple/demo/": trickle(headers_done)}) as (upstream,):
         start = time.monotonic()
@@ -333,6 +346,7 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(headers_done: bool) -> No
         assert time.monotonic() - start < 5  # 600 bytes at 10 a second would take a minute
 
 
+@pytest.mark.hostile_class(6)
 def test_a_trickling_file_is_cut_off_at_the_deadline() -> None:
     with hosts({"/files/demo-1.0.tar.gz": trickle(True)}) as (upstream,):
         start = time.monotonic()
@@ -349,6 +363,7 @@ def test_a_trickling_file_is_cut_off_at_the_deadline() -> None:
 @pytest.mark.parametrize(
     ("signum", "code"), [(signal.SIGTERM, cli.EXIT_TERMINATED), (signal.SIGINT, cli.EXIT_INTERRUPTED)]
 )
+@pytest.mark.hostile_class(6)
 def test_a_signal_stops_the_run_and_releases_the_lease(
     upstream: UpstreamServer, tmp_path: Path, signum: int, code: int
 ) -> None:
@@ -375,6 +390,7 @@ MEMORY_CASES = [name for name in hostile_memory.CASES if "ddtrace" not in name]
 
 
 @pytest.mark.parametrize("case", MEMORY_CASES)
+@pytest.mark.hostile_class(3)
 def test_hostile_answers_stay_within_the_memory_budget(case: str) -> None:
     figure = hostile_memory.measure(case, timeout=120)
     assert str(figure["outcome"]).startswith(("parsed", "refused")), figure

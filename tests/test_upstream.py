@@ -408,6 +408,7 @@ def test_a_broken_json_root_listing_is_refused_naming_the_listing(upstream, docu
         ('{"name": "\u017fix"}', [], "invalid project name '\u017fix'"),
     ],
 )
+@pytest.mark.hostile_class(2)
 def test_a_bad_root_listing_entry_is_skipped_with_one_log_line(upstream, caplog, entries, kept, complaint):
     document = f'{{"meta": {{"api-version": "1.1"}}, "projects": [{entries}, {{"name": "six", "_last-serial": 3}}]}}'
     upstream.override_path("/simple/", document.encode(), JSON_LISTING)
@@ -495,6 +496,7 @@ def test_changelog_asks_again_while_answers_are_full(upstream, fake_index, monke
     assert upstream.count("/pypi", method="POST") == 3  # 3 + 3 + 1 rows
 
 
+@pytest.mark.hostile_class(2)
 def test_a_malformed_changelog_row_is_skipped_with_one_log_line(upstream, caplog):
     rows = [["tiny", "1.0", "yesterday", "create", 5], ["tiny", "1.0", 1_700_000_000, "create", 1234567], ["six"]]
     answer = xmlrpc.client.dumps(([*rows, ["tiny", "1.1", 1_700_000_000, "create", 7]],), methodresponse=True)
