@@ -3,7 +3,9 @@
 Every request becomes a CloudFront Functions event and goes through the same `infra/edge/viewer_request.js` the
 distribution runs (one long-lived node child, JSON lines over its stdin/stdout). The function either answers itself
 (redirect, 404, 406) or names the object to serve; the edge then streams that object with its Content-Type,
-Cache-Control and ETag, and `Vary: Accept` on negotiated pages.
+Cache-Control and ETag, and `Vary: Accept` on negotiated pages. With `cache=True` it caches as the distribution does
+(`devstack/cache.py`, keyed by the rewritten URI, `Age` and `X-Cache` on every answer) and serves CloudFront's
+invalidation API at `cloudfront_endpoint_url` (`devstack/invalidations.py`) for the sync's boto3 client.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote
 
+from devstack.cache import CachedObject, EdgeCache, Lookup
+from devstack.invalidations import COMPLETE_SECONDS, EFFECT_SECONDS, InvalidationApi, InvalidationLedger
 from infra.edge import VIEWER_REQUEST_JS
 from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL, content_type_for
 
@@ -245,7 +250,19 @@ class _EdgeRequestHandler(BaseHTTPRequestHandler):
         if "statusCode" in outcome:
             self._send_function_response(outcome, send_body=send_body)
             return
-        key = unquote(outcome["uri"].lstrip("/"))
+        uri = outcome["uri"]
+        key = unquote(uri.lstrip("/"))
+        cache = self.edge.cache
+        if cache is not None and not cache.passes_through(uri):
+            try:
+                lookup = cache.get(uri)
+            except Exception as error:  # the origin is boto3 or the file system: any failure is a 502, logged
+                log.exception("origin failed for %s", key)
+                self._send_text(HTTPStatus.BAD_GATEWAY, f"502 origin error: {error}\n", send_body=send_body)
+                return
+            if lookup is not None:
+                self._send_cached(key, lookup, send_body=send_body)
+                return
         try:
             found = self.edge.origin.fetch(key)
         except Exception as error:  # the origin is boto3 or the file system: any failure is a 502, logged
@@ -273,6 +290,24 @@ class _EdgeRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body and not not_modified:
             shutil.copyfileobj(found.body, self.wfile, COPY_CHUNK)
+
+    def _send_cached(self, key: str, lookup: Lookup, *, send_body: bool) -> None:
+        cached: CachedObject = lookup.cached
+        not_modified = cached.etag is not None and self.headers.get("If-None-Match") == cached.etag
+        self.send_response(HTTPStatus.NOT_MODIFIED if not_modified else cached.status)
+        self.send_header("Content-Type", cached.content_type)
+        for name, value in (("Cache-Control", cached.cache_control), ("ETag", cached.etag)):
+            if value:
+                self.send_header(name, value)
+        if key.startswith("simple/") and cached.status == HTTPStatus.OK:
+            self.send_header("Vary", "Accept")
+        self.send_header("Age", str(int(lookup.age)))
+        self.send_header("X-Cache", f"{lookup.result} from cloudfront")
+        if not not_modified:
+            self.send_header("Content-Length", str(len(cached.body)))
+        self.end_headers()
+        if send_body and not not_modified:
+            self.wfile.write(cached.body)
 
     def _send_function_response(self, response: Event, *, send_body: bool) -> None:
         body = response.get("body") or ""
@@ -303,16 +338,21 @@ class _EdgeRequestHandler(BaseHTTPRequestHandler):
 class _EdgeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], origin: Origin, function: ViewerRequestFunction) -> None:
+    def __init__(
+        self, address: tuple[str, int], origin: Origin, function: ViewerRequestFunction, cache: EdgeCache | None
+    ) -> None:
         super().__init__(address, _EdgeRequestHandler)
         self.origin = origin
         self.function = function
+        self.cache = cache
 
 
 class EdgeServer:
     """CloudFront on 127.0.0.1: `with EdgeServer(FolderOrigin("mirror")) as edge: ... edge.url ...`.
 
     Starts serving on construction, in a background thread; `close()` stops the server and the node process.
+    `cache=True`: cache as CloudFront does and accept invalidations at `cloudfront_endpoint_url`, which take effect
+    after `effect_seconds` and report Completed after `complete_seconds`; `clock` drives both (tests move it).
     """
 
     def __init__(
@@ -322,11 +362,23 @@ class EdgeServer:
         host: str = "127.0.0.1",
         port: int = 0,
         function: ViewerRequestFunction | None = None,
+        cache: bool = False,
+        effect_seconds: float = EFFECT_SECONDS,
+        complete_seconds: float = COMPLETE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._owns_function = function is None
         self.function = function or ViewerRequestFunction()
+        self.cache = EdgeCache(lambda key: origin.fetch(unquote(key)), clock=clock) if cache else None
+        self.invalidations = (
+            InvalidationApi(
+                InvalidationLedger(self.cache, effect_seconds=effect_seconds, complete_seconds=complete_seconds)
+            )
+            if self.cache is not None
+            else None
+        )
         try:
-            self._server = _EdgeHTTPServer((host, port), origin, self.function)
+            self._server = _EdgeHTTPServer((host, port), origin, self.function, self.cache)
         except OSError as error:
             self.close()
             raise EdgeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
@@ -341,8 +393,20 @@ class EdgeServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def cloudfront_endpoint_url(self) -> str | None:
+        """Where a boto3 CloudFront client sends invalidations (`endpoint_url`); None without a cache."""
+        return self.invalidations.endpoint_url if self.invalidations else None
+
+    @property
+    def distribution_id(self) -> str | None:
+        return self.invalidations.distribution_id if self.invalidations else None
+
     def close(self) -> None:
-        """Stop serving, then stop node if this server started it."""
+        """Stop serving and the invalidation API, then stop node if this server started it."""
+        invalidations = getattr(self, "invalidations", None)
+        if invalidations is not None:
+            invalidations.close()
         if hasattr(self, "_server"):
             self._server.shutdown()
             self._server.server_close()

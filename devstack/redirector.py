@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 from infra.edge.render import RedirectorSettings, render_nginx_conf
@@ -85,7 +87,10 @@ def start_redirector(
     nginx = find_nginx()
     if nginx is None:
         raise RedirectorError(f"nginx is not installed: {NGINX_HINT}")
-    last_error = ""
+    if http_port and not port_is_free(http_port):
+        raise RedirectorError(f"127.0.0.1:{http_port} is already in use (another local stack?): choose another port")
+    pid_file = runtime_dir / "nginx.pid"  # where render_nginx_conf puts it for a runtime folder
+    last_error, port = "", http_port
     for _ in range(PORT_ATTEMPTS):
         port = http_port or free_port()
         https_port = free_port() if certificate else None
@@ -103,6 +108,7 @@ def start_redirector(
                 **network,
             )
         )
+        pid_file.unlink(missing_ok=True)
         process = subprocess.Popen(  # noqa: S603 - our nginx config, our runtime folder
             [nginx, "-p", str(runtime_dir), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
@@ -111,13 +117,42 @@ def start_redirector(
         )
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline and process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            if _serving(process, pid_file, port):
                 return Redirector(port, https_port, process)
-            except OSError:
-                time.sleep(0.02)
-        process.kill()
+            time.sleep(0.02)
+        if process.poll() is None:
+            process.kill()
         _, last_error = process.communicate(timeout=5)
         if http_port:
             break
-    raise RedirectorError(f"nginx did not start: {last_error.strip()}")
+    raise RedirectorError(f"nginx did not start: {last_error.strip() or f'no answer on 127.0.0.1:{port}'}")
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` (so nginx can bind it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _serving(process: subprocess.Popen[str], pid_file: Path, port: int) -> bool:
+    """Whether *this* nginx is up: alive, past binding its ports (it writes its pid file only after that), and
+    answering its own /health on `port`. A connection alone proves nothing: nginx keeps retrying a taken port for
+    seconds before it exits, while whatever holds the port accepts connections."""
+    try:
+        if process.poll() is not None or pid_file.read_text().strip() != str(process.pid):
+            return False
+    except FileNotFoundError:
+        return False
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        return response.status == HTTPStatus.OK and response.read() == b"ok\n"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()

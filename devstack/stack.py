@@ -3,7 +3,8 @@
 `LocalStack` starts a moto server on 127.0.0.1, creates the bucket and the queue the Pulumi program would, and
 runs the sync through the *same* entry points the Lambdas use (`planner_handler`, then `worker_handler` on the
 queue's messages, as the event source mapping would deliver them). The bucket is served by the local edge (the
-deployed CloudFront function, run by node) and, in front of it, nginx with the redirectors' rendered config.
+deployed CloudFront function, run by node, caching as the distribution does and taking the sync's invalidations)
+and, in front of it, nginx with the redirectors' rendered config.
 """
 
 from __future__ import annotations
@@ -141,10 +142,17 @@ class LocalStack:
                 "POWERTOOLS_SERVICE_NAME": "pypi-cdn-sync",
             }
         )
+        self.edge = EdgeServer(
+            S3Origin(self.endpoint_url, BUCKET), port=0 if self.want_redirector else self.port or 0, cache=True
+        )
+        self._set_env(
+            {  # the sync invalidates what it publishes on the edge's cache, with its own boto3 CloudFront client
+                "PYPI_CDN_DISTRIBUTION_ID": self.edge.distribution_id or "",
+                "AWS_ENDPOINT_URL_CLOUDFRONT": self.edge.cloudfront_endpoint_url or "",
+                "PYPI_CDN_PUBLIC_URL": self.edge.url,  # pages point at provenance documents on the edge
+            }
+        )
         handlers.runtime.cache_clear()  # the handlers build their runtime from this environment
-        self.edge = EdgeServer(S3Origin(self.endpoint_url, BUCKET), port=0 if self.want_redirector else self.port or 0)
-        self._set_env({"PYPI_CDN_PUBLIC_URL": self.edge.url})  # pages point at provenance documents on the edge
-        handlers.runtime.cache_clear()
         if self.want_redirector:
             settings = RedirectorSettings(
                 domain="localhost",
@@ -159,6 +167,7 @@ class LocalStack:
         return self
 
     def close(self) -> None:
+        """Stop what started (idempotent) and restore the environment."""
         for stop in (
             self.redirector and self.redirector.stop,
             self.edge and self.edge.close,
@@ -166,6 +175,7 @@ class LocalStack:
         ):
             if stop:
                 stop()
+        self.redirector = self.edge = self.moto = None
         handlers.runtime.cache_clear()
         for name, value in self._saved_env.items():
             if value is None:
@@ -175,7 +185,11 @@ class LocalStack:
         self._runtime_dir.cleanup()
 
     def __enter__(self) -> LocalStack:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -18,19 +18,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.cache_ttls import ERROR_CACHING_SECONDS, FILES_TTLS, PAGES_TTLS, STATUS_TTLS
 from infra.edge import VIEWER_REQUEST_JS
 from infra.origin import deny_insecure_transport, private_bucket
 from sync.storage import STATUS_KEY
 
 CLOUDFRONT_REGION = "us-east-1"  # ACM certificates for CloudFront and CloudFront's log delivery live here
-YEAR = 365 * 24 * 3600
-DAY = 24 * 3600
-PAGE_DEFAULT_TTL = 60  # pages without Cache-Control: a minute at the edge
-PAGE_MAX_TTL = 300  # whatever the origin says, a page is refetched (or revalidated) within 5 minutes
 STATUS_PATH = f"/{STATUS_KEY}"  # the mirror's public status, rewritten by every planner pass
-STATUS_DEFAULT_TTL = 10  # a status without Cache-Control
-STATUS_MAX_TTL = 30  # at most half a minute old at the edge, whatever the origin says
-ERROR_CACHING_SECONDS = 10  # a page that does not exist yet is asked for again soon
 MINIMUM_PROTOCOL_VERSION = "TLSv1.2_2021"
 LOG_RETENTION_DAYS = 90
 READ_METHODS = ["GET", "HEAD"]
@@ -107,27 +101,27 @@ class Cdn(pulumi.ComponentResource):
         files_policy = aws.cloudfront.CachePolicy(
             f"{name}-files",
             comment="pypi-cdn /packages/*: immutable files, a year at the edge",
-            min_ttl=DAY,
-            default_ttl=YEAR,
-            max_ttl=YEAR,
+            min_ttl=FILES_TTLS.min,
+            default_ttl=FILES_TTLS.default,
+            max_ttl=FILES_TTLS.max,
             parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
             opts=child,
         )
         pages_policy = aws.cloudfront.CachePolicy(
             f"{name}-pages",
             comment="pypi-cdn /simple/*: short TTL; the origin's stale-while-revalidate applies",
-            min_ttl=0,
-            default_ttl=PAGE_DEFAULT_TTL,
-            max_ttl=PAGE_MAX_TTL,
+            min_ttl=PAGES_TTLS.min,
+            default_ttl=PAGES_TTLS.default,
+            max_ttl=PAGES_TTLS.max,
             parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
             opts=child,
         )
         status_policy = aws.cloudfront.CachePolicy(
             f"{name}-status",
             comment="pypi-cdn /status.json: seconds at the edge",
-            min_ttl=0,
-            default_ttl=STATUS_DEFAULT_TTL,
-            max_ttl=STATUS_MAX_TTL,
+            min_ttl=STATUS_TTLS.min,
+            default_ttl=STATUS_TTLS.default,
+            max_ttl=STATUS_TTLS.max,
             parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
             opts=child,
         )

@@ -510,7 +510,9 @@ class Runtime:
         aws = Config(retries={"mode": "standard", "max_attempts": 5})
         self.edge = (
             EdgeRefresher(
-                boto3.client("cloudfront", endpoint_url=config.endpoint_url, config=aws),
+                boto3.client(
+                    "cloudfront", endpoint_url=settings.cloudfront_endpoint_url or config.endpoint_url, config=aws
+                ),
                 settings.distribution_id,
                 self.storage,
                 settings=settings.edge,

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.error import HTTPError
 
 import pytest
 
-from devstack.redirector import find_nginx
+from devstack import redirector
+from devstack.invalidations import EFFECT_SECONDS
+from devstack.redirector import RedirectorError, find_nginx, start_redirector
 from devstack.stack import BUCKET as STACK_BUCKET
 from devstack.stack import LocalStack
+from infra.cache_ttls import STATUS_TTLS
+from infra.edge.render import RedirectorSettings
 from sync.state import load_state
 from sync.storage import STATUS_CACHE_CONTROL, open_storage
 from tests.upstream.corpus import installable_wheel
@@ -118,10 +124,18 @@ def test_pip_through_redirector_edge_and_bucket_then_a_new_release(upstream, fak
         assert (status, headers["Location"]) == (302, f"{stack.edge.url}/status.json")
         assert json.loads(fetch(f"{front}/status.json")[2])["projects"] == 1
 
-        # Upstream publishes a release; the next tick mirrors it and pip installs it through the same path.
+        # Upstream publishes a release; the next tick mirrors it and invalidates the page at the caching edge,
+        # which serves it once the invalidation takes effect; pip installs it through the same path.
+        _, headers, _ = fetch(f"{stack.index_url}{NORMALIZED}/", PIP_ACCEPT)
+        assert headers["X-Cache"] == "Hit from cloudfront"
         second_file, second_wheel = publish(fake_index, "2.0")
         summary = stack.sync()
         assert (summary["failed"], summary["worker_failures"], summary["handed_off"]) == (0, 0, 1)
+        deadline = time.monotonic() + EFFECT_SECONDS + 10
+        while second_file.encode() not in (page := fetch(f"{stack.index_url}{NORMALIZED}/", PIP_ACCEPT))[2]:
+            assert time.monotonic() < deadline, "the invalidation never took effect"
+            time.sleep(0.2)
+        assert page[1]["X-Cache"] == "Miss from cloudfront"
         downloaded = pip_download(stack.index_url, f"{PROJECT}==2.0", tmp_path / "two")
         assert downloaded.returncode == 0, downloaded.stdout + downloaded.stderr
         assert (tmp_path / "two" / second_file).read_bytes() == second_wheel
@@ -152,8 +166,39 @@ def test_the_status_is_served_by_the_edge_and_follows_each_pass(upstream, fake_i
         publish(fake_index, "2.0")
         time.sleep(1.1)  # the status counts whole seconds
         stack.sync()
-        second = json.loads(fetch(f"{stack.edge.url}/status.json")[2])
+        deadline = time.monotonic() + STATUS_TTLS.max + 5  # the edge caches the status, as CloudFront does
+        while (second := json.loads(fetch(f"{stack.edge.url}/status.json")[2]))["last_check"] == first["last_check"]:
+            assert time.monotonic() < deadline, "the edge kept serving the old status"
+            time.sleep(0.5)
         assert second["last_serial"] == mirrored_serial(stack)
         assert second["last_check"] > first["last_check"]
         # Only the status leaves the bucket root: the sync's state next to it stays private.
         assert fetch(f"{stack.edge.url}/.pypi-cdn/state.json")[0] == 404
+
+
+@pytest.fixture
+def squatter() -> Iterator[int]:
+    """A port something else listens on (and accepts connections)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_taken_port_stops_the_stack_with_a_clear_error(upstream, squatter: int) -> None:
+    stack = LocalStack(upstream=upstream.url, projects=[PROJECT], port=squatter)
+    with pytest.raises(RedirectorError, match=f"127.0.0.1:{squatter} is already in use"), stack:
+        pytest.fail("the stack said it was up")
+    assert (stack.redirector, stack.edge, stack.moto) == (None, None, None)  # nothing left running
+
+
+def test_a_port_taken_after_the_check_is_not_mistaken_for_nginx(
+    squatter: int, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other listener accepts connections while nginx retries its bind and exits: that is no redirector."""
+    monkeypatch.setattr(redirector, "port_is_free", lambda port: True)
+    settings = RedirectorSettings(
+        domain="localhost", cdn_hostname="localhost", dynamic_origin="http://127.0.0.1:9", hosted_zone_id="Z0LOCAL"
+    )
+    with pytest.raises(RedirectorError, match="Address already in use"):
+        start_redirector(settings, tmp_path, cdn_url="http://127.0.0.1:9", http_port=squatter)
