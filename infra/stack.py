@@ -174,6 +174,7 @@ class PypiMirror(pulumi.ComponentResource):
                 lag_alarm_seconds=args.lag_alarm_seconds,
                 alarm_topic_arn=alarms.arn,
                 public_url=self.cdn_url,
+                probe_url=self.cdn_url,
             ),
             child,
         )

@@ -114,6 +114,7 @@ class SyncFunctionArgs:
     lag_alarm_seconds: int
     alarm_topic_arn: pulumi.Input[str]
     public_url: pulumi.Input[str] | None = None  # the CDN's https base URL: where pages point for provenance
+    probe_url: pulumi.Input[str] | None = None  # the CDN's URL: the planner reads changed pages back through it
 
 
 class SyncFunction(pulumi.ComponentResource):
@@ -197,6 +198,7 @@ class SyncFunction(pulumi.ComponentResource):
                 "PYPI_CDN_UPSTREAM_CONCURRENCY": str(UPSTREAM_CONCURRENCY),
                 "PYPI_CDN_LEASE_TTL": str(PLANNER_LEASE_TTL),
                 "PYPI_CDN_PUBLIC_URL": args.public_url or "",
+                "PYPI_CDN_PROBE_URL": args.probe_url or "",
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             }

@@ -39,6 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sync.config import MirrorConfig
+from sync.edge_probe import EdgeProbe, Probe
 from sync.invalidation import EdgeRefresher
 from sync.lambda_settings import HandlerSettings, settings_from_env
 from sync.lease import Lease, LeaseHeld, acquire
@@ -53,6 +54,7 @@ from sync.storage import STATE_PREFIX, StorageError, open_storage
 from sync.upstream import UpstreamClient
 
 LAG_METRIC = "MirrorLagSeconds"
+EDGE_LAG_METRIC = "EdgeLagSeconds"  # from the upstream change to the CDN serving it (sync/edge_probe.py)
 ROSTER_PREFIX = STATE_PREFIX + "roster/"
 PROJECT_LEASE_PREFIX = STATE_PREFIX + "leases/"
 PROJECT_LEASE_TTL = 900.0  # the longest a Lambda invocation can run, so a live sync never loses its lease
@@ -334,6 +336,7 @@ class Planner:
         edge: EdgeRefresher | None,
         change_times: Callable[[], dict[int, float]] = dict,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        probe: EdgeProbe | None = None,
     ):
         self.mirror = mirror
         self.storage = mirror.storage
@@ -344,6 +347,7 @@ class Planner:
         self.edge = edge
         self.change_times = change_times
         self.clock = clock
+        self.probe = probe
 
     def run(self, deadline: Deadline, *, owner: str, backfill: bool = False) -> PlannerResult:
         """One pass, then the status; a pass with nothing to do reads the change feed once and writes the status only.
@@ -422,6 +426,13 @@ class Planner:
             projects=len(state.projects),
             results=dispatched.results,
         )
+        if self.probe is not None:
+            left = {job.project for job in dispatched.left} | failed
+            self.probe.track(
+                Probe(job.project, job.serial, job.changed_at)
+                for job in jobs
+                if job.project not in left and job.serial is not None and job.changed_at is not None
+            )
         changed = [r.name for r in dispatched.results if r.outcome in (Outcome.UPDATED, Outcome.REMOVED)]
         if self.edge is not None and (changed or root_written):
             outcome.invalidated_paths = len(self.edge.refresh(changed, root=root_written).paths)
@@ -493,7 +504,14 @@ class ChangeTimingClient(UpstreamClient):
 class Runtime:
     """Everything one Lambda container (or one local run) reuses: storage, upstream client, engine, AWS clients."""
 
-    def __init__(self, settings: HandlerSettings, reporter: Reporter, *, lag_sink: Callable[[float], None] | None):
+    def __init__(
+        self,
+        settings: HandlerSettings,
+        reporter: Reporter,
+        *,
+        lag_sink: Callable[[float], None] | None,
+        edge_lag_sink: Callable[[float], None] | None = None,
+    ):
         config = settings.mirror
         self.settings = settings
         self.reporter = reporter
@@ -521,6 +539,7 @@ class Runtime:
             if settings.distribution_id
             else None
         )
+        self.probe = EdgeProbe(settings.probe_url, edge_lag_sink) if settings.probe_url and edge_lag_sink else None
         self.queue = (
             SqsDispatcher(
                 boto3.client("sqs", endpoint_url=config.endpoint_url, config=aws), settings.queue_url, reporter
@@ -537,10 +556,13 @@ class Runtime:
             fan_out=fan_out,
             edge=self.edge,
             change_times=lambda: self.upstream.change_times,
+            probe=self.probe,
         )
 
     def plan(self, deadline: Deadline, *, backfill: bool = False) -> PlannerResult:
-        """One planner run, fanning out over the queue when there is one."""
+        """One planner run, fanning out over the queue when there is one; first, the edge probes' reads."""
+        if self.probe is not None:
+            self.probe.check()
         return self.planner(self.queue).run(deadline, owner=self.owner, backfill=backfill)
 
     def poll(self, deadline: Deadline, *, backfill: bool = False) -> dict[str, Any]:
@@ -600,10 +622,16 @@ def record_lag(seconds: float) -> None:
         metrics.add_metric(name=LAG_METRIC, unit=MetricUnit.Seconds, value=round(seconds, 3))
 
 
+def record_edge_lag(seconds: float) -> None:
+    """Add one EdgeLagSeconds value (the probe saw the CDN serve a change) to this invocation's EMF metrics."""
+    with _metrics_lock:
+        metrics.add_metric(name=EDGE_LAG_METRIC, unit=MetricUnit.Seconds, value=round(seconds, 3))
+
+
 @functools.cache
 def runtime() -> Runtime:
     """The container's runtime, built from the environment on the first invocation."""
-    return Runtime(settings_from_env(), LoggerReporter(logger), lag_sink=record_lag)
+    return Runtime(settings_from_env(), LoggerReporter(logger), lag_sink=record_lag, edge_lag_sink=record_edge_lag)
 
 
 @metrics.log_metrics

@@ -36,6 +36,7 @@ class HandlerSettings:
     queue_url: str | None = None  # SQS queue the planner fans out to; None: everything runs inline
     distribution_id: str | None = None  # CloudFront distribution refreshed after publishing; None: no refresh
     cloudfront_endpoint_url: str | None = None  # CloudFront API endpoint (a local edge); None: the mirror's endpoint
+    probe_url: str | None = None  # the CDN's base URL, read back by the planner's EdgeProbe; None: no probe
     inline_threshold: int = DEFAULT_INLINE_THRESHOLD
     upstream_concurrency: int = DEFAULT_UPSTREAM_CONCURRENCY  # global politeness budget, all invocations together
     max_workers: int = DEFAULT_MAX_WORKERS
@@ -104,6 +105,7 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> HandlerSettings:
         queue_url=env.get("PYPI_CDN_QUEUE_URL") or None,
         distribution_id=env.get("PYPI_CDN_DISTRIBUTION_ID") or None,
         cloudfront_endpoint_url=env.get("AWS_ENDPOINT_URL_CLOUDFRONT") or None,
+        probe_url=env.get("PYPI_CDN_PROBE_URL") or None,
         inline_threshold=_int(env, "PYPI_CDN_INLINE_THRESHOLD", DEFAULT_INLINE_THRESHOLD),
         upstream_concurrency=upstream_concurrency,
         max_workers=max_workers,

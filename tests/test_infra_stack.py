@@ -326,6 +326,7 @@ def test_lambdas_run_the_bundle_on_python_3_13_arm64(stack: dict[str, Any], requ
         assert env["PYPI_CDN_QUEUE_URL"].endswith("/sync-queue-generated")
         assert env["PYPI_CDN_CONTACT"] == config.get("syncContact", "")
         assert env["PYPI_CDN_INVALIDATION_MODE"] == config.get("invalidationMode", "targeted")
+        assert env["PYPI_CDN_PROBE_URL"] == stack["outputs"]["cdnUrl"]  # the planner reads changes back there
         assert env["POWERTOOLS_SERVICE_NAME"] == "pypi-cdn-sync"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "pypi-cdn"
     assert planner["reservedConcurrentExecutions"] == 1
