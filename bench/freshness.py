@@ -48,6 +48,7 @@ from sync.invalidation import (
     current_month,
 )
 from sync.lambda_settings import HandlerSettings
+from sync.models import normalize_project_name
 from sync.progress import Reporter
 from sync.storage import PAGE_CACHE_CONTROL
 from tests.upstream.corpus import build_corpus
@@ -73,10 +74,16 @@ class Watch:
     interval: float
     changed_at: float | None = None
     seen_at: float | None = None
+    reads: list[float] = field(default_factory=list)  # when each read started (Unix time)
 
     @property
     def lag(self) -> float | None:
         return None if self.changed_at is None or self.seen_at is None else self.seen_at - self.changed_at
+
+    def edge_added(self, published_at: float) -> float | None:
+        """What the edge added: from the first read after the page reached the bucket to the first that carried it."""
+        after = [read for read in self.reads if read >= published_at]
+        return None if self.seen_at is None or not after else max(0.0, self.seen_at - after[0])
 
 
 @dataclass
@@ -90,7 +97,7 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     """p50, p95 (nearest rank) and max."""
     ordered = sorted(values)
     if not ordered:
-        return (float("nan"),) * 3
+        return float("nan"), float("nan"), float("nan")
     rank = lambda q: ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # noqa: E731
     return rank(0.5), rank(0.95), ordered[-1]
 
@@ -107,14 +114,19 @@ def poll(watch: Watch, front: str, stop: threading.Event, phase: float) -> None:
         return
     while not stop.is_set():
         started = time.monotonic()
+        watch.reads.append(time.time())
         try:
             body = read_page(front, watch.project)
         except OSError:
             body = b""
         if watch.changed_at is not None and watch.marker in body:
-            watch.seen_at = time.time()
+            watch.seen_at = watch.reads[-1]
             return
         stop.wait(max(0.0, watch.interval - (time.monotonic() - started)))
+
+
+def probing(planner: Runtime) -> bool:
+    return planner.probe is not None and planner.probe.pending > 0
 
 
 def plan_every(planner: Runtime, stop: threading.Event) -> None:
@@ -181,6 +193,13 @@ class Bench:
                     redirector.stop()
                 edge.close()
 
+    def _published_at(self, project: str) -> float:
+        """When the project's JSON page was last written to the bucket (S3's Last-Modified: whole seconds)."""
+        head = boto3.client("s3", endpoint_url=self.endpoint).head_object(
+            Bucket=BUCKET, Key=f"simple/{project}/index.v1_json"
+        )
+        return head["LastModified"].timestamp()
+
     def _redirector(self, edge: EdgeServer, runtime_dir: Path) -> Redirector:
         settings = RedirectorSettings(
             domain="localhost",
@@ -210,26 +229,33 @@ class Bench:
         watches: dict[int, Watch] = {}
         for position, change in enumerate(watched):
             interval = POPULAR_INTERVAL if position < args.popular else args.rare_interval
-            project = projects[change].lower()
-            watches[change] = Watch(project, f"{project}-99.{numbers[change]}.tar.gz".encode(), interval)
+            project = normalize_project_name(projects[change])
+            marker = f"{projects[change].lower()}-99.{numbers[change]}.tar.gz".encode()
+            watches[change] = Watch(project, marker, interval)
         for watch in watches.values():
             read_page(front, watch.project)  # the edge holds the old page, as for any page read before
         lags: list[float] = []
+        probed: list[float] = []
         lock = threading.Lock()
 
         def collect(seconds: float) -> None:
             with lock:
                 lags.append(seconds)
 
+        def collect_probe(seconds: float) -> None:
+            with lock:
+                probed.append(seconds)
+
         settings = HandlerSettings(
             mirror=self._mirror_config(2),
             queue_url=queue_url,
             distribution_id=edge.distribution_id,
             cloudfront_endpoint_url=edge.cloudfront_endpoint_url,
+            probe_url=edge.url,  # EdgeProbe reads CloudFront itself, not through the redirectors
             inline_threshold=0,
             edge=edge_settings,
         )
-        planner = Runtime(settings, self.quiet, lag_sink=collect)
+        planner = Runtime(settings, self.quiet, lag_sink=collect, edge_lag_sink=collect_probe)
         workers = [Runtime(settings, self.quiet, lag_sink=collect) for _ in range(WORKERS)]
         stop, stop_clients = threading.Event(), threading.Event()
         threads = [threading.Thread(target=worker_loop, args=(w, sqs, queue_url, stop), daemon=True) for w in workers]
@@ -254,7 +280,7 @@ class Bench:
             )
         last_change = time.monotonic()
         while time.monotonic() - last_change < MAX_TAIL and (
-            len(lags) < changes or any(w.seen_at is None for w in watches.values())
+            len(lags) < changes or any(w.seen_at is None for w in watches.values()) or probing(planner)
         ):
             time.sleep(0.5)
         stop_clients.set()
@@ -266,7 +292,9 @@ class Bench:
         ledger = edge.invalidations.ledger if edge.invalidations else None
         paths = ledger.paths_created if ledger else 0
         popular = [w.lag for w in list(watches.values())[: args.popular] if w.lag is not None]
-        rare = [w.lag for w in list(watches.values())[args.popular :] if w.lag is not None]
+        rare_watches = list(watches.values())[args.popular :]
+        rare = [w.lag for w in rare_watches if w.lag is not None]
+        added = [seconds for w in rare_watches if (seconds := w.edge_added(self._published_at(w.project))) is not None]
         config.rows = {
             "changes": changes,
             "bucket": percentiles(lags),
@@ -275,6 +303,9 @@ class Bench:
             "popular_seen": f"{len(popular)}/{min(args.popular, len(watches))}",
             "rare": percentiles(rare),
             "rare_seen": f"{len(rare)}/{max(0, len(watches) - args.popular)}",
+            "rare_added": percentiles(added),
+            "probe": percentiles(probed),
+            "probed": len(probed),
             "paths": paths,
             "cost": BUDGET_USD if config.mode == "exhausted" else monthly_cost(paths / changes),
         }
@@ -288,27 +319,44 @@ def print_table(configs: list[Config], args: argparse.Namespace) -> None:
         f"{args.rare_interval:.0f} s; lags in seconds from the upstream change; $/month: invalidations at "
         f"{CHANGES_PER_MONTH // 30:,} changes a day (exhausted: the ${BUDGET_USD:.0f} budget, then TTL)"
     )
-    header = (
-        f"| {'mode':<9} | {'changes/min':>11} | {'bucket p50/p95/max':>18} | {'popular p50/p95/max':>19} | "
-        f"{'seen':>5} | {'rare p50/p95/max':>17} | {'seen':>5} | {'paths':>5} | {'$/month':>8} |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(cell) + 0) for cell in header.split("|")[1:-1]) + "|")
-    for config in configs:
-        row = config.rows
+    columns = [
+        "mode",
+        "changes/min",
+        "bucket p50/p95/max",
+        "probe p50/p95/max (n)",
+        "popular p50/p95/max (seen)",
+        "rare p50/p95/max (seen)",
+        "rare: edge added",
+        "paths",
+        "$/month",
+    ]
 
-        def triple(values: tuple[float, float, float]) -> str:
-            return "/".join(f"{value:.0f}" for value in values)
+    def triple(values: tuple[float, float, float]) -> str:
+        return "/".join(f"{value:.0f}" for value in values)
 
-        print(
-            f"| {config.mode:<9} | {config.rate:>11} | {triple(row['bucket']):>18} | {triple(row['popular']):>19} | "
-            f"{row['popular_seen']:>5} | {triple(row['rare']):>17} | {row['rare_seen']:>5} | {row['paths']:>5} | "
-            f"{row['cost']:>8,.0f} |"
-        )
+    rows = [
+        [
+            config.mode,
+            str(config.rate),
+            triple(config.rows["bucket"]),
+            f"{triple(config.rows['probe'])} ({config.rows['probed']})",
+            f"{triple(config.rows['popular'])} ({config.rows['popular_seen']})",
+            f"{triple(config.rows['rare'])} ({config.rows['rare_seen']})",
+            triple(config.rows["rare_added"]),
+            str(config.rows["paths"]),
+            f"{config.rows['cost']:,.0f}",
+        ]
+        for config in configs
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+    print("| " + " | ".join(name.ljust(width) for name, width in zip(columns, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[30, 300, 1000], help="upstream changes a minute")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--window", type=float, default=60.0, help="seconds of upstream changes per configuration")
