@@ -10,7 +10,10 @@ Per configuration, upstream changes `rate` projects a minute for `--window` seco
 second; rarely-read pages every `--rare-interval` seconds (random phase), so the first read after a change may find
 the edge's copy fresh, in its stale-while-revalidate window, or past it. Every polled page was read once before the
 changes began, so the edge holds its old copy. Lags are from the moment the bench changed the project upstream.
-Bucket lag is MirrorLagSeconds as the mirror reports it (journal time, whole seconds, so up to 1 s long).
+Bucket lag is MirrorLagSeconds as the mirror reports it (journal time, whole seconds, so up to 1 s long); probe lag
+is EdgeLagSeconds, the planner's EdgeProbe reading pages back through a second edge location of the same
+distribution (invalidations reach both), so its reads never warm the clients' cache. "rare: edge added" is from the
+first rare read after the page reached the bucket (S3 Last-Modified, whole seconds) to the first that carried it.
 Run: .venv/bin/python -m bench.freshness [--rates 30 300 1000] [--modes targeted wildcard ttl exhausted]
 """
 
@@ -185,12 +188,17 @@ class Bench:
         )["QueueUrl"]
         with tempfile.TemporaryDirectory(prefix="freshness-") as runtime_dir:
             edge = EdgeServer(S3Origin(self.endpoint, BUCKET), cache=True)
+            # The probe reads another edge location of the same distribution, so its reads never warm the clients'.
+            probe_edge = EdgeServer(S3Origin(self.endpoint, BUCKET), cache=True, function=edge.function)
+            if edge.invalidations is not None and probe_edge.cache is not None:
+                edge.invalidations.ledger.add_cache(probe_edge.cache)
             redirector = self._redirector(edge, Path(runtime_dir)) if args.nginx else None
             try:
-                self._measure(config, args, edge, redirector, queue_url, edge_settings, sqs)
+                self._measure(config, args, (edge, probe_edge), redirector, queue_url, edge_settings, sqs)
             finally:
                 if redirector is not None:
                     redirector.stop()
+                probe_edge.close()
                 edge.close()
 
     def _published_at(self, project: str) -> float:
@@ -213,12 +221,13 @@ class Bench:
         self,
         config: Config,
         args: argparse.Namespace,
-        edge: EdgeServer,
+        edges: tuple[EdgeServer, EdgeServer],
         redirector: Redirector | None,
         queue_url: str,
         edge_settings: EdgeSettings,
         sqs: Any,
     ) -> None:
+        edge, probe_edge = edges
         front = redirector.url if redirector else edge.url
         changes = max(1, round(config.rate * args.window / 60))
         projects = self.rng.sample([p.name for p in self.index.projects()], changes)
@@ -251,7 +260,7 @@ class Bench:
             queue_url=queue_url,
             distribution_id=edge.distribution_id,
             cloudfront_endpoint_url=edge.cloudfront_endpoint_url,
-            probe_url=edge.url,  # EdgeProbe reads CloudFront itself, not through the redirectors
+            probe_url=probe_edge.url,  # EdgeProbe reads CloudFront itself, not through the redirectors
             inline_threshold=0,
             edge=edge_settings,
         )

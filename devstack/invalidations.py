@@ -72,13 +72,17 @@ class InvalidationLedger:
     ) -> None:
         if not 0 <= effect_seconds <= complete_seconds:
             raise ValueError(f"invalidation delays: 0 <= effect ({effect_seconds}) <= complete ({complete_seconds})")
-        self.cache = cache
+        self.caches = [cache]
         self.effect_seconds = effect_seconds
         self.complete_seconds = complete_seconds
         self.clock = clock or cache.clock
         self._items: list[Invalidation] = []  # oldest first
         self._lock = threading.Lock()
         self.paths_created = 0
+
+    def add_cache(self, cache: EdgeCache) -> None:
+        """Another edge location of the same distribution: invalidations apply to it too."""
+        self.caches.append(cache)
 
     def status(self, item: Invalidation) -> str:
         return "Completed" if self.clock() >= item.created_clock + self.complete_seconds else "InProgress"
@@ -114,7 +118,8 @@ class InvalidationLedger:
             )
             self._items.append(item)
             self.paths_created += len(paths)
-        self.cache.invalidate(item.paths, effective_at=now + self.effect_seconds)
+        for cache in self.caches:
+            cache.invalidate(item.paths, effective_at=now + self.effect_seconds)
         return item
 
     def get(self, invalidation_id: str) -> Invalidation:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 
 import pytest
 
+import sync.mirror
+from bench import freshness
 from bench.compare import main
+from bench.lag import CREDENTIALS
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import UpstreamServer
 
@@ -75,3 +79,19 @@ def test_legacy_json_api_serves_what_bandersnatch_reads() -> None:
     assert entry["core-metadata"] == {"sha256": wheel.metadata_sha256}
     assert document["releases"]["1.0"][0]["core-metadata"] is False
     assert document["urls"] == document["releases"]["1.1"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_freshness_bench_runs_a_tiny_configuration(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():  # main() sets them; restored after the test
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sync.mirror, "PAGE_CACHE_CONTROL", sync.mirror.PAGE_CACHE_CONTROL)
+    arguments = "--rates 60 --modes targeted --window 4 --popular 2 --rare 1 --rare-interval 4 --corpus 12"
+    assert freshness.main(arguments.split()) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| targeted"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "60"
+    assert cells[4].endswith("(2/2)")  # both popular pages received their change
+    assert int(cells[7]) >= 2  # a changed project's two pages were invalidated on the edge

@@ -298,3 +298,17 @@ def test_the_edge_serves_from_its_cache_until_an_invalidation_takes_effect(tmp_p
         assert fetch()[2] == b'{"v": 1}'
         clock.now += EFFECT_SECONDS
         assert fetch() == ("Miss from cloudfront", "0", b'{"v": 2}')
+
+
+def test_an_invalidation_reaches_every_edge_location_of_the_distribution() -> None:
+    clock, origin = Clock(), FakeOrigin()
+    origin.objects[PAGE.lstrip("/")] = b"v1"
+    near, far = cache_over(origin, clock), cache_over(origin, clock)
+    ledger = InvalidationLedger(near)
+    ledger.add_cache(far)
+    for cache in (near, far):
+        cache.get(PAGE)
+    origin.objects[PAGE.lstrip("/")] = b"v2"
+    ledger.create([PAGE], "both")
+    clock.now += EFFECT_SECONDS
+    assert [cache.get(PAGE).cached.body for cache in (near, far)] == [b"v2", b"v2"]  # type: ignore[union-attr]
