@@ -1,13 +1,15 @@
 """The lag clients see: after a change is handed off, read its page through the CDN until the CDN serves it.
 
 MirrorLagSeconds stops at the bucket; what pip receives is decided later, in CloudFront's cache (TTL, invalidations,
-stale-while-revalidate). The planner hands the probe up to SAMPLE_PER_PASS changed projects a pass; on each later
-pass (every poll interval) the probe reads every pending page once through the distribution as pip does
-(Accept: PEP 691 JSON), and once the page's `meta._last-serial` reaches the change's serial it reports the seconds
-since the upstream change (EdgeLagSeconds). So the figure is end to end, read to within one poll interval, as seen
-from the edge location nearest the Lambda. A probe still pending after GIVE_UP_SECONDS is reported at that value, so
-an edge that never turns over shows as a ceiling rather than as silence. Pending probes live in the container's
-memory: a cold start loses them (fewer samples, never a wrong one).
+stale-while-revalidate). The planner hands the probe up to SAMPLE_PER_PASS changed projects a pass *before* it syncs
+them, and reads each once right away: the edge location then holds the page from before the change, as it
+does for any page read there recently (a first read after the sync would be a cache miss, fresh, and measure nothing
+but the bucket). On each later pass (every poll interval) it reads every pending page again through the distribution
+as pip does (Accept: PEP 691 JSON), and once the page's `meta._last-serial` reaches the change's serial it reports
+the seconds since the upstream change (EdgeLagSeconds). So the figure is end to end, read to within one poll
+interval, as seen from the edge location nearest the Lambda. A probe still pending after GIVE_UP_SECONDS is reported
+at that value, so an edge that never turns over shows as a ceiling rather than as silence. Pending probes live in
+the container's memory: a cold start loses them (fewer samples, never a wrong one).
 """
 
 from __future__ import annotations
@@ -65,25 +67,29 @@ class EdgeProbe:
         self._pending: dict[str, Probe] = {}
         self._lock = threading.Lock()
 
-    def track(self, probes: Iterable[Probe]) -> None:
-        """Add up to SAMPLE_PER_PASS of `probes` (a project already pending keeps its earlier, older change)."""
+    def track(self, probes: Iterable[Probe]) -> list[Probe]:
+        """Add up to SAMPLE_PER_PASS of `probes` (a project already pending keeps its earlier, older change) and read
+        them once; returns the ones added."""
+        added: list[Probe] = []
         with self._lock:
-            added = 0
             for probe in probes:
-                if added >= SAMPLE_PER_PASS or len(self._pending) >= MAX_PENDING:
+                if len(added) >= SAMPLE_PER_PASS or len(self._pending) >= MAX_PENDING:
                     break
                 if probe.project not in self._pending:
                     self._pending[probe.project] = probe
-                    added += 1
+                    added.append(probe)
+        if added:
+            self.check(added)
+        return added
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def check(self) -> int:
-        """Read every pending page once; report and drop the ones served with their change. Returns how many."""
+    def check(self, probes: list[Probe] | None = None) -> int:
+        """Read every pending page (or `probes`) once; report and drop the ones served with their change; how many."""
         with self._lock:
-            probes = list(self._pending.values())
+            probes = list(self._pending.values()) if probes is None else probes
         if not probes:
             return 0
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="edge-probe") as pool:

@@ -395,6 +395,12 @@ class Planner:
         fan_out = self.fan_out if len(jobs) > self.inline_threshold else None
         inline = fan_out is None
         dispatch = fan_out or self.inline
+        if self.probe is not None:  # read before the sync: the edge then holds the page from before the change
+            self.probe.track(
+                Probe(job.project, job.serial, job.changed_at)
+                for job in jobs
+                if job.serial is not None and job.changed_at is not None
+            )
         self.reporter.start(len(jobs))
         dispatched = dispatch(jobs, deadline, check_existing=state.incomplete)
         names_changed = False
@@ -426,13 +432,6 @@ class Planner:
             projects=len(state.projects),
             results=dispatched.results,
         )
-        if self.probe is not None:
-            left = {job.project for job in dispatched.left} | failed
-            self.probe.track(
-                Probe(job.project, job.serial, job.changed_at)
-                for job in jobs
-                if job.project not in left and job.serial is not None and job.changed_at is not None
-            )
         changed = [r.name for r in dispatched.results if r.outcome in (Outcome.UPDATED, Outcome.REMOVED)]
         if self.edge is not None and (changed or root_written):
             outcome.invalidated_paths = len(self.edge.refresh(changed, root=root_written).paths)

@@ -80,7 +80,7 @@ def test_the_lag_is_reported_once_the_cdn_serves_the_change(cdn: FakeCdn) -> Non
     clock, lags = Clock(), []
     probe = EdgeProbe(cdn.url, lags.append, clock=clock)
     cdn.serials["demo"] = 41
-    probe.track([Probe("demo", 42, clock.now)])
+    probe.track([Probe("demo", 42, clock.now)])  # read once now: the page from before the change
     clock.now += 10
     assert probe.check() == 0  # the CDN still serves the page from before the change
     assert probe.pending == 1
@@ -105,26 +105,38 @@ def test_unreadable_pages_stay_pending_until_the_probe_gives_up(cdn: FakeCdn) ->
 
 
 def test_an_unreachable_cdn_is_not_an_error() -> None:
-    lags: list[float] = []
-    probe = EdgeProbe("http://127.0.0.1:9", lags.append)
-    probe.track([Probe("demo", 1, 0.0)])
-    assert probe.check() == 1  # changed at Unix time 0: past the give-up time, reported at the ceiling
+    clock, lags = Clock(), []
+    probe = EdgeProbe("http://127.0.0.1:9", lags.append, clock=clock)
+    probe.track([Probe("demo", 1, clock.now)])
+    assert probe.pending == 1
+    clock.now += GIVE_UP_SECONDS
+    assert probe.check() == 1
     assert lags == [GIVE_UP_SECONDS]
 
 
+def test_a_tracked_page_is_read_at_once_so_the_edge_holds_the_old_page(cdn: FakeCdn) -> None:
+    clock = Clock()
+    probe = EdgeProbe(cdn.url, lambda seconds: None, clock=clock)
+    cdn.serials["demo"] = 1
+    probe.track([Probe("demo", 2, clock.now)])
+    assert len(cdn.accepts) == 1
+
+
 def test_a_pass_adds_a_bounded_sample() -> None:
-    probe = EdgeProbe("http://127.0.0.1:9", lambda seconds: None)
-    probe.track(Probe(f"p{number}", 1, 0.0) for number in range(SAMPLE_PER_PASS * 3))
+    clock = Clock()
+    probe = EdgeProbe("http://127.0.0.1:9", lambda seconds: None, clock=clock)
+    probe.track(Probe(f"p{number}", 1, clock.now) for number in range(SAMPLE_PER_PASS * 3))
     assert probe.pending == SAMPLE_PER_PASS
-    probe.track([Probe("p0", 2, 5.0)])  # already pending: keeps its first (older) change
+    assert probe.track([Probe("p0", 2, clock.now)]) == []  # already pending: keeps its first (older) change
     assert probe.pending == SAMPLE_PER_PASS
 
 
 def test_a_pending_total_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edge_probe, "MAX_PENDING", 7)
-    probe = EdgeProbe("http://127.0.0.1:9", lambda seconds: None)
+    clock = Clock()
+    probe = EdgeProbe("http://127.0.0.1:9", lambda seconds: None, clock=clock)
     for start in range(0, 40, SAMPLE_PER_PASS):
-        probe.track(Probe(f"p{number}", 1, 0.0) for number in range(start, start + SAMPLE_PER_PASS))
+        probe.track(Probe(f"p{number}", 1, clock.now) for number in range(start, start + SAMPLE_PER_PASS))
     assert probe.pending == 7
 
 
@@ -163,7 +175,7 @@ def test_the_planner_reports_when_the_edge_serves_a_change(monkeypatch, upstream
         fake_index.add_file("tiny", "tiny-9.0.tar.gz", b"tiny nine", version="9.0")
         capsys.readouterr()
         assert aws.plan()["synced_inline"] == 1
-        assert emf_values(capsys.readouterr().out, EDGE_LAG_METRIC) == []  # tracked; read back on the next pass
+        assert emf_values(capsys.readouterr().out, EDGE_LAG_METRIC) == []  # read before the sync; again next pass
         aws.plan()
         lags = emf_values(capsys.readouterr().out, EDGE_LAG_METRIC)
     assert len(lags) == 1
