@@ -12,8 +12,8 @@ the edge's copy fresh, in its stale-while-revalidate window, or past it. Every p
 changes began, so the edge holds its old copy. Lags are from the moment the bench changed the project upstream.
 Bucket lag is MirrorLagSeconds as the mirror reports it (journal time, whole seconds, so up to 1 s long); probe lag
 is EdgeLagSeconds, the planner's EdgeProbe reading pages back through a second edge location of the same
-distribution (invalidations reach both), so its reads never warm the clients' cache. "rare: edge added" is from the
-first rare read after the page reached the bucket (S3 Last-Modified, whole seconds) to the first that carried it.
+distribution (invalidations reach both), so its reads never warm the clients' cache. "rare: stale for" is how long
+after the page reached the bucket (S3 Last-Modified, whole seconds) a rare read still received the old page.
 Run: .venv/bin/python -m bench.freshness [--rates 30 300 1000] [--modes targeted wildcard ttl exhausted]
 """
 
@@ -24,6 +24,8 @@ import logging
 import math
 import os
 import random
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -77,16 +79,18 @@ class Watch:
     interval: float
     changed_at: float | None = None
     seen_at: float | None = None
-    reads: list[float] = field(default_factory=list)  # when each read started (Unix time)
+    reads: list[float] = field(default_factory=list)  # when each read started (Unix time), oldest first
 
     @property
     def lag(self) -> float | None:
         return None if self.changed_at is None or self.seen_at is None else self.seen_at - self.changed_at
 
-    def edge_added(self, published_at: float) -> float | None:
-        """What the edge added: from the first read after the page reached the bucket to the first that carried it."""
-        after = [read for read in self.reads if read >= published_at]
-        return None if self.seen_at is None or not after else max(0.0, self.seen_at - after[0])
+    def stale_for(self, published_at: float) -> float | None:
+        """How long after the page reached the bucket a read still got the old page (0: none did); None: never seen."""
+        if self.seen_at is None:
+            return None
+        stale = [read for read in self.reads if published_at <= read < self.seen_at]
+        return max((read - published_at for read in stale), default=0.0)
 
 
 @dataclass
@@ -303,7 +307,7 @@ class Bench:
         popular = [w.lag for w in list(watches.values())[: args.popular] if w.lag is not None]
         rare_watches = list(watches.values())[args.popular :]
         rare = [w.lag for w in rare_watches if w.lag is not None]
-        added = [seconds for w in rare_watches if (seconds := w.edge_added(self._published_at(w.project))) is not None]
+        stale = [seconds for w in rare_watches if (seconds := w.stale_for(self._published_at(w.project))) is not None]
         config.rows = {
             "changes": changes,
             "bucket": percentiles(lags),
@@ -312,7 +316,7 @@ class Bench:
             "popular_seen": f"{len(popular)}/{min(args.popular, len(watches))}",
             "rare": percentiles(rare),
             "rare_seen": f"{len(rare)}/{max(0, len(watches) - args.popular)}",
-            "rare_added": percentiles(added),
+            "rare_stale": percentiles(stale),
             "probe": percentiles(probed),
             "probed": len(probed),
             "paths": paths,
@@ -335,7 +339,7 @@ def print_table(configs: list[Config], args: argparse.Namespace) -> None:
         "probe p50/p95/max (n)",
         "popular p50/p95/max (seen)",
         "rare p50/p95/max (seen)",
-        "rare: edge added",
+        "rare: stale for",
         "paths",
         "$/month",
     ]
@@ -351,7 +355,7 @@ def print_table(configs: list[Config], args: argparse.Namespace) -> None:
             f"{triple(config.rows['probe'])} ({config.rows['probed']})",
             f"{triple(config.rows['popular'])} ({config.rows['popular_seen']})",
             f"{triple(config.rows['rare'])} ({config.rows['rare_seen']})",
-            triple(config.rows["rare_added"]),
+            triple(config.rows["rare_stale"]),
             str(config.rows["paths"]),
             f"{config.rows['cost']:,.0f}",
         ]
@@ -397,4 +401,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its nginx and servers
     raise SystemExit(main())

@@ -2,9 +2,9 @@
 
 Behaviours: `/packages/*` is immutable (a year at the edge, compressed); `/simple/*` and everything else go through
 the function, which rewrites a page URL to the stored variant (`index.html` or `index.v1_json`) by Accept, so the
-URI alone keys the cache. Pages have a short TTL and the origin's `stale-while-revalidate` is honoured; the status
-(`/status.json`) a shorter one. The distribution's additional CloudWatch metrics (cache hit rate, origin latency,
-error rates by status) are on, for the dashboard.
+URI alone keys the cache. Pages live as long as their Cache-Control says (30 s), within the pages policy's TTLs; the
+status (`/status.json`) has a shorter policy. The distribution's additional CloudWatch metrics (cache hit rate,
+origin latency, error rates by status) are on, for the dashboard.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Cdn(pulumi.ComponentResource):
         )
         pages_policy = aws.cloudfront.CachePolicy(
             f"{name}-pages",
-            comment="pypi-cdn /simple/*: short TTL; the origin's stale-while-revalidate applies",
+            comment="pypi-cdn /simple/*: the origin's short max-age, at most 5 minutes",
             min_ttl=PAGES_TTLS.min,
             default_ttl=PAGES_TTLS.default,
             max_ttl=PAGES_TTLS.max,

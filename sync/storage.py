@@ -21,7 +21,9 @@ from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-PAGE_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300, stale-if-error=86400"
+# Pages: 30 s at the edge and in clients, and no stale-while-revalidate, which hands the first reader after the TTL
+# the old page (for a rarely-read page, the only reader); stale only when S3 fails (bench/README.md §7).
+PAGE_CACHE_CONTROL = "public, max-age=30, stale-if-error=86400"
 STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
 STATUS_KEY = "status.json"  # public: the mirror's status (sync/status.py), rewritten by every planner pass
 STATUS_CACHE_CONTROL = "public, max-age=10"  # a status read at the edge is at most seconds old
