@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # Pages: 30 s at the edge and in clients, and no stale-while-revalidate, which hands the first reader after the TTL
-# the old page (for a rarely-read page, the only reader); stale only when S3 fails (bench/README.md §7).
+# the old page (for a rarely-read page, the only reader); stale only when S3 fails (bench/README.md §10).
 PAGE_CACHE_CONTROL = "public, max-age=30, stale-if-error=86400"
 STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
 STATUS_KEY = "status.json"  # public: the mirror's status (sync/status.py), rewritten by every planner pass
