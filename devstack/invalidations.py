@@ -122,6 +122,11 @@ class InvalidationLedger:
             cache.invalidate(item.paths, effective_at=now + self.effect_seconds)
         return item
 
+    def settled_at(self) -> float:
+        """When every invalidation created so far has taken effect (clock seconds)."""
+        with self._lock:
+            return max((item.created_clock + self.effect_seconds for item in self._items), default=0.0)
+
     def get(self, invalidation_id: str) -> Invalidation:
         with self._lock:
             for item in self._items:

@@ -236,6 +236,12 @@ class LocalStack:
         root_written = planned["root_written"] or folded["root_written"]
         return {**planned, "worker_failures": failures, "root_written": root_written}
 
+    def wait_for_edge(self) -> None:
+        """Wait until the invalidations the syncs sent so far have taken effect at the edge (5 s after each)."""
+        ledger = self.edge.invalidations.ledger if self.edge and self.edge.invalidations else None
+        if ledger is not None:
+            time.sleep(max(0.0, ledger.settled_at() - ledger.clock()))
+
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))

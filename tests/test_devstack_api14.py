@@ -97,6 +97,7 @@ def test_provenance_quarantine_and_installs_through_the_local_stack(upstream, fa
 
         fake_index.set_status(PROJECT, "quarantined")
         assert stack.sync()["failed"] == 0
+        stack.wait_for_edge()  # the caching edge serves the new pages once the invalidations take effect
         page = json.loads(fetch(f"{stack.index_url}{NORMALIZED}/", PIP_ACCEPT)[2])
         assert (page["project-status"], page["files"]) == ({"status": "quarantined"}, [])
         assert json.loads(fetch(stack.index_url, PIP_ACCEPT)[2])["projects"] == []  # the workers told the planner
@@ -109,6 +110,7 @@ def test_provenance_quarantine_and_installs_through_the_local_stack(upstream, fa
 
         fake_index.set_status(PROJECT, "active")
         assert stack.sync()["failed"] == 0
+        stack.wait_for_edge()  # the caching edge serves the new pages once the invalidations take effect
         assert [p["name"] for p in json.loads(fetch(stack.index_url, PIP_ACCEPT)[2])["projects"]] == [NORMALIZED]
         assert pip_download(stack.index_url, f"{PROJECT}==1.0", tmp_path / "back").returncode == 0
         assert (tmp_path / "back" / filename).read_bytes() == wheel
@@ -124,6 +126,7 @@ def test_uv_audit_reports_the_status_it_reads_from_the_mirror(upstream, fake_ind
     )
     with LocalStack(upstream=upstream.url, projects=[PROJECT]) as stack:
         assert stack.sync()["failed"] == 0
+        stack.wait_for_edge()  # the caching edge serves the new pages once the invalidations take effect
         audit = uv(
             "audit",
             "--default-index",
