@@ -14,13 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from sync.claims import Shard
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
 from sync.lease import LeaseHeld
 from sync.mirror import Mirror
 from sync.progress import Reporter
 from sync.storage import StorageError, open_storage
 from sync.upstream import UpstreamClient, UpstreamError
-from sync.verify import verify_mirror
+from sync.verify import MAX_WORKERS, Mode, verify_mirror
+from sync.verify_progress import CheckpointMismatch, VerifyProgress
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -142,9 +144,59 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="audit a mirror: exit 0 when sound", epilog=epilog, formatter_class=argparse.RawTextHelpFormatter
     )
     _add_destination(verify)
-    verify.add_argument("--sizes-only", action="store_true", help="compare sizes instead of re-hashing every file")
-    verify.add_argument("--workers", type=int, default=8, metavar="N", help="objects hashed at once (default 8)")
+    verify.add_argument(
+        "--mode",
+        choices=[str(mode) for mode in Mode],
+        default=str(Mode.CHECKSUM),
+        help="checksum: compare the sha256 S3 recorded at upload (one HEAD per object; objects without one, and a "
+        "folder's, are re-hashed); rehash: re-read every byte; sizes: compare listed sizes only (default checksum)",
+    )
+    verify.add_argument("--sizes-only", action="store_true", help="the same as --mode sizes")
+    verify.add_argument(
+        "--rehash-sample",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="in checksum mode, also re-hash this share of the objects, picked at random (e.g. 0.1%% or 0.001)",
+    )
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=32,
+        metavar="N",
+        help=f"requests in flight, 1 to {MAX_WORKERS} (default 32)",
+    )
+    verify.add_argument(
+        "--shard",
+        type=Shard.parse,
+        default=Shard(),
+        metavar="I/N",
+        help="check only part I of N of the packages/ keys (0/4 … 3/4); part 0 also checks the pages and the root",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="a local folder where the verify keeps its progress; run again with it to resume where it stopped",
+    )
+    verify.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="auto: a status line on a terminal, JSON lines otherwise",
+    )
     return parser
+
+
+def _share(text: str) -> float:
+    """`0.1%` or `0.001` as a share from 0 to 1."""
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share (e.g. 0.1% or 0.001)") from None
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100%")
+    return share
 
 
 def _fail(code: int, message: str) -> int:
@@ -223,22 +275,48 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     return EXIT_PARTIAL if result.failed else EXIT_OK
 
 
+FINDING_LINES = {
+    "orphan": "orphan: {} (named by no page)",
+    "pending": "pending: {} (a run is unfinished or the project awaits its retry; the next run completes it)",
+    "problem": "{}",
+}
+
+
 def run_verify(args: argparse.Namespace) -> int:
+    if not 1 <= args.workers <= MAX_WORKERS:
+        return _fail(EXIT_USAGE, f"--workers {args.workers}: expected 1 to {MAX_WORKERS}")
+    progress = VerifyProgress(json_lines={"auto": None, "json": True, "text": False}[args.log_format])
+
+    def print_finding(kind: str, line: str) -> None:
+        progress.clear()
+        print(FINDING_LINES[kind].format(line), flush=True)
+
     try:
-        storage = open_storage(args.dest, endpoint_url=args.endpoint_url)
-        report = verify_mirror(storage, hashes=not args.sizes_only, workers=max(1, args.workers))
+        storage = open_storage(args.dest, endpoint_url=args.endpoint_url, max_connections=args.workers + 4)
+        report = verify_mirror(
+            storage,
+            mode=Mode.SIZES if args.sizes_only else Mode(args.mode),
+            rehash_sample=args.rehash_sample,
+            workers=args.workers,
+            shard=args.shard,
+            checkpoint=args.checkpoint,
+            on_finding=print_finding,
+            progress=progress,
+        )
+    except CheckpointMismatch as error:
+        return _fail(EXIT_USAGE, str(error))
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {args.dest}: {error}")
-    for orphan in report.orphans:
-        print(f"orphan: {orphan} (named by no page)")
-    for pending in report.pending:
-        print(f"pending: {pending} (a run is unfinished or the project awaits its retry; the next run completes it)")
-    for problem in report.problems:
-        print(problem)
+    except KeyboardInterrupt:
+        resume = " with the same --checkpoint to resume" if args.checkpoint else ""
+        return _fail(EXIT_INTERRUPTED, f"interrupted; run again{resume}")
+    counts = report.counts
     print(
-        f"{'sound' if report.sound else 'UNSOUND'}: {report.projects} projects, "
-        f"{report.objects_checked} objects hashed, {len(report.problems)} problems, {len(report.orphans)} orphans"
-        + (f", {len(report.pending)} pending" if report.pending else ""),
+        f"{'sound' if report.sound else 'UNSOUND'}: {counts['projects']} projects, {counts['objects']} objects "
+        f"checked ({counts['checksums']} by stored checksum, {counts['rehashed']} re-hashed), "
+        f"{counts['problem']} problems, {counts['orphan']} orphans"
+        + (f", {counts['pending']} pending" if counts["pending"] else "")
+        + (f" (shard {args.shard})" if args.shard.count > 1 else ""),
         file=sys.stderr,
     )
     return EXIT_OK if report.sound else EXIT_VERIFY_FAILED

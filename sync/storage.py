@@ -144,8 +144,13 @@ class Storage(Protocol):
         """Remove an object; absent is not an error, unless `if_match` asks for that version (PreconditionFailed)."""
         ...
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object under `prefix`, in key order."""
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object under `prefix` whose key sorts after `start_after`, in key order."""
+        ...
+
+    def stored_sha256(self, key: str) -> tuple[int, str | None] | None:
+        """(size, the sha256 hex the backend recorded when the object was written, or None when it keeps none), or
+        None when the object is absent. One small request: no byte of the object is read."""
         ...
 
     def describe(self) -> str:
@@ -481,16 +486,22 @@ class FolderStorage:
                 return
             directory = directory.parent
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
         base = prefix.rpartition("/")[0]
         if base:
             validate_key(base)
-        for info in self._walk(self.root / base if base else self.root, f"{base}/" if base else ""):
-            if info.key.startswith(prefix):
+        for info in self._walk(self.root / base if base else self.root, f"{base}/" if base else "", start_after):
+            if info.key.startswith(prefix) and info.key > start_after:
                 yield info
 
-    def _walk(self, directory: Path, key_prefix: str) -> Iterator[ObjectInfo]:
-        """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`."""
+    def stored_sha256(self, key: str) -> tuple[int, str | None] | None:
+        """A folder records no checksum: the size only."""
+        info = self.head(key)
+        return None if info is None else (info.size, None)
+
+    def _walk(self, directory: Path, key_prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`. A folder whose
+        keys all sort before `start_after` is not entered."""
         try:
             with os.scandir(directory) as scan:
                 entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in scan]
@@ -500,7 +511,9 @@ class FolderStorage:
             raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
         for sort_name, entry in sorted(entries, key=lambda item: item[0]):
             if sort_name.endswith("/"):
-                yield from self._walk(Path(entry.path), key_prefix + sort_name)
+                folder = key_prefix + sort_name
+                if folder > start_after or start_after.startswith(folder):
+                    yield from self._walk(Path(entry.path), folder, start_after)
             elif entry.is_file(follow_symlinks=False) and not TEMP_FILE.match(entry.name):
                 info = entry.stat(follow_symlinks=False)
                 yield ObjectInfo(key_prefix + entry.name, info.st_size, self._etag(info))
@@ -689,8 +702,28 @@ class S3Storage:
                 raise PreconditionFailed(f"{self.dest}/{key}: absent, expected etag {if_match}") from error
             self._fail(key, "DELETE", error)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+    def stored_sha256(self, key: str) -> tuple[int, str | None] | None:
+        """HeadObject with ChecksumMode=ENABLED: the full-object SHA256 S3 checked at the PUT (put_file and put_bytes
+        name it). A multipart upload's checksum of part checksums ("…-N", COMPOSITE) is no file digest: None."""
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except BOTO_ERRORS as error:
+            if self._absent(error):
+                return None
+            self._fail(key, "HEAD", error)
+        stored = response.get("ChecksumSHA256")
+        if not stored or "-" in stored or response.get("ChecksumType") == "COMPOSITE":
+            return response["ContentLength"], None
+        try:
+            return response["ContentLength"], base64.b64decode(stored, validate=True).hex()
+        except ValueError:
+            return response["ContentLength"], None
+
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
+        after = {"StartAfter": self.prefix + start_after} if start_after else {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix, **after
+        )
         try:
             for page in pages:
                 for item in page.get("Contents", ()):

@@ -1,28 +1,50 @@
-"""Audit a mirror: every page names only objects present with the right sha256; list what no page names.
+"""Audit a mirror: every link of every page resolves to a stored object with the sha256 (and size) the page says;
+two pages naming one key with different digests is a conflict; objects no page names are listed as orphans.
 
 While the destination's lease exists a run is writing, or died writing: the root listing and a project's second page
 may then lag behind what is stored; so may the two pages of a project the last run failed (the next run retries it).
 Those are reported as pending, not as problems; a page naming a missing or wrong object is a problem whatever the
 lease or the state says.
+
+Memory does not grow with the mirror. The page pass reads project pages in key order and spills each page's claims
+to disk (sync/claims.py); the object pass merges the claims, sorted by key, with the stored listing, also in key
+order. Modes: `checksum` compares the sha256 the destination recorded at write time (S3: one HeadObject per object;
+objects that have none, and a random `rehash_sample`, are re-hashed); `rehash` reads every byte; `sizes` compares
+the listing's sizes only. Requests run on at most `workers` threads, results are taken in key order, so a checkpoint
+is one project name and one key (sync/verify_progress.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
 
-from sync import render
-from sync.files import objects_named
+from sync.claims import KeyClaims, Shard
 from sync.lease import LEASE_KEY
-from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, page_keys
-from sync.project_status import is_quarantined
-from sync.state import load_state
-from sync.storage import Storage, StorageError
+from sync.storage import ObjectInfo, Storage, StorageError
+from sync.verify_pages import RootCheck, project_dirs, read_project, retrying
+from sync.verify_progress import Checkpoint, VerifyProgress
 
 HASH_CHUNK = 1024 * 1024
+KEPT_LINES = 10_000  # findings of each kind kept in the report; all are counted and passed to `on_finding`
+MAX_WORKERS = 64
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Mode(StrEnum):
+    CHECKSUM = "checksum"
+    REHASH = "rehash"
+    SIZES = "sizes"
 
 
 @dataclass
@@ -30,19 +52,229 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # what an unfinished run leaves for the next run to complete
-    projects: int = 0
-    objects_checked: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # findings by kind, and the work done (see `totals`)
     unfinished: bool = False  # the lease exists: a run is writing, or died writing
     retrying: frozenset[str] = frozenset()  # projects the last run failed, which the next run retries
+    on_finding: Callable[[str, str], None] | None = None  # (kind, line) of each finding as it is made
 
     @property
     def sound(self) -> bool:
-        return not self.problems
+        return not self.counts["problem"]
+
+    @property
+    def projects(self) -> int:
+        return self.counts["projects"]
+
+    @property
+    def objects_checked(self) -> int:
+        return self.counts["objects"]
+
+    def add(self, kind: str, line: str) -> None:
+        """A finding: "problem", "orphan" or "pending"."""
+        self.counts[kind] += 1
+        kept = {"problem": self.problems, "orphan": self.orphans, "pending": self.pending}[kind]
+        if len(kept) < KEPT_LINES:
+            kept.append(line)
+        if self.on_finding is not None:
+            self.on_finding(kind, line)
 
     def lagging(self, message: str, project: str | None = None) -> None:
         """A page or listing behind what is stored: pending while a run is unfinished or the project awaits its
         retry, else a problem."""
-        (self.pending if self.unfinished or project in self.retrying else self.problems).append(message)
+        self.add("pending" if self.unfinished or project in self.retrying else "problem", message)
+
+
+def verify_mirror(
+    storage: Storage,
+    *,
+    mode: Mode = Mode.REHASH,
+    rehash_sample: float = 0.0,
+    workers: int = 8,
+    shard: Shard | None = None,
+    checkpoint: Path | None = None,
+    on_finding: Callable[[str, str], None] | None = None,
+    progress: VerifyProgress | None = None,
+) -> VerifyReport:
+    """Check every page's links against the stored objects (see the module doc for the modes).
+
+    With `checkpoint` (a local folder) the verify saves how far it got and, run again with the same destination,
+    mode and shard, resumes there. Raises CheckpointMismatch for another verify's checkpoint.
+    """
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers {workers}: expected 1 to {MAX_WORKERS}")
+    if not 0.0 <= rehash_sample <= 1.0:
+        raise ValueError(f"rehash sample {rehash_sample}: expected a share from 0 to 1")
+    shard = shard or Shard()
+    saved = Checkpoint(checkpoint, {"dest": storage.describe(), "mode": str(mode), "shard": str(shard)})
+    report = VerifyReport(
+        unfinished=storage.head(LEASE_KEY) is not None, retrying=retrying(storage), on_finding=on_finding
+    )
+    report.counts.update(saved.saved.get("counts", {}))
+    run = _Run(storage, report=report, checkpoint=saved, progress=progress, shard=shard, workers=workers)
+    try:
+        if not saved.saved.get("pages_done"):
+            run.check_pages(saved.saved.get("pages_after") or "")
+        run.check_objects(saved.saved.get("objects_after") or "", mode, rehash_sample)
+        run.save(done=True)
+    except KeyboardInterrupt:
+        run.save()
+        raise
+    finally:
+        saved.close()
+    if progress is not None:
+        progress.summary(run.totals())
+    return report
+
+
+class _Run:
+    """One verify's passes, and what it saves and shows as it goes."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        report: VerifyReport,
+        checkpoint: Checkpoint,
+        progress: VerifyProgress | None,
+        shard: Shard,
+        workers: int,
+    ):
+        self.storage, self.report, self.checkpoint, self.progress = storage, report, checkpoint, progress
+        self.shard, self.workers = shard, workers
+        self.phase = "pages"
+        self.position: dict[str, Any] = {
+            key: checkpoint.saved.get(key) for key in ("pages_after", "pages_done", "objects_after")
+        }
+        self.started_objects = report.counts["objects"]
+        self.started = 0.0
+
+    def check_pages(self, after: str) -> None:
+        """Read each project's pages in key order; spill their claims; check the pages and the root listing (the
+        first shard only: the others read the JSON pages for their claims and nothing else)."""
+        full = self.shard.first
+        dirs = project_dirs(self.storage, after)
+        root = RootCheck(self.storage, self.report, after) if full else None
+        outcomes = _in_order(dirs, lambda item: read_project(self.storage, *item, full=full), self.workers)
+        for (name, _), outcome in outcomes:
+            if root is not None:
+                root.seen(name)
+            for kind, line, project in outcome.findings:
+                self.report.lagging(line, project) if kind == "lagging" else self.report.add(kind, line)
+            for claim in outcome.claims:
+                self.checkpoint.spill.add(claim)
+            self.report.counts["projects"] += 1
+            self.position["pages_after"] = name
+            self._tick()
+        if root is not None:
+            root.finish()
+        self.position["pages_done"] = True
+        self.save()
+
+    def check_objects(self, after: str, mode: Mode, rehash_sample: float) -> None:
+        """Merge the claims with the stored listing, key by key; check each named object as `mode` says."""
+        self.phase, self.started = "objects", time.monotonic()
+        self.started_objects = self.report.counts["objects"]
+        lower, upper = self.shard.bounds()
+        after = max(lower, after)
+        sample = random.Random()  # noqa: S311 - picks a sample, keeps no secret
+        stored = _stored(self.storage, after, upper)
+        joined = _join(self.checkpoint.spill.grouped(after, upper), stored)
+
+        def request(item: tuple[str, KeyClaims | None, ObjectInfo | None]) -> list[tuple[str, str | None]]:
+            key, claims, info = item
+            if claims is None or info is None or mode is Mode.SIZES or _wrong_size(claims, info):
+                return []
+            return _digests(self.storage, key, mode, sample.random() < rehash_sample)
+
+        for (key, claims, info), digests in _in_order(joined, request, self.workers):
+            _judge(self.report, key, claims, info, digests)
+            self.position["objects_after"] = key
+            self._tick()
+
+    def totals(self) -> dict[str, Any]:
+        counts = self.report.counts
+        seconds = max(time.monotonic() - self.started, 1e-9) if self.started else 0.0
+        rate = (counts["objects"] - self.started_objects) / seconds if seconds else 0.0
+        return {
+            "phase": self.phase,
+            "shard": str(self.shard),
+            "projects": counts["projects"],
+            "objects": counts["objects"],
+            "checksums": counts["checksums"],
+            "rehashed": counts["rehashed"],
+            "problems": counts["problem"],
+            "orphans": counts["orphan"],
+            "pending": counts["pending"],
+            "objects_per_second": round(rate, 1),
+        }
+
+    def save(self, *, done: bool = False) -> None:
+        self.checkpoint.save({**self.position, "counts": dict(self.report.counts), "done": done})
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.totals())
+        if self.checkpoint.due():
+            self.save()
+
+
+def _in_order(items: Iterable[Item], work: Callable[[Item], Result], workers: int) -> Iterator[tuple[Item, Result]]:
+    """(item, work(item)) in the order of `items`, `workers` at a time; at most 2 x workers items are held."""
+    window: deque[tuple[Item, Future[Result]]] = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        for item in items:
+            window.append((item, pool.submit(work, item)))
+            if len(window) >= 2 * workers:
+                first, future = window.popleft()
+                yield first, future.result()
+        for item, future in window:
+            yield item, future.result()
+
+
+def _stored(storage: Storage, after: str, upper: str | None) -> Iterator[ObjectInfo]:
+    for info in storage.list("packages/", start_after=after):
+        if upper is not None and info.key > upper:
+            return
+        yield info
+
+
+def _join(
+    groups: Iterator[KeyClaims], stored: Iterator[ObjectInfo]
+) -> Iterator[tuple[str, KeyClaims | None, ObjectInfo | None]]:
+    """Both streams in key order, merged: (key, its claims or None, the stored object or None)."""
+    group, info = next(groups, None), next(stored, None)
+    while group is not None or info is not None:
+        if info is None or (group is not None and group.key < info.key):
+            assert group is not None
+            yield group.key, group, None
+            group = next(groups, None)
+        elif group is None or info.key < group.key:
+            yield info.key, None, info
+            info = next(stored, None)
+        else:
+            yield info.key, group, info
+            group, info = next(groups, None), next(stored, None)
+
+
+def _wrong_size(claims: KeyClaims, info: ObjectInfo) -> bool:
+    return any(size is not None and size != info.size for _, size in claims.distinct)
+
+
+def _digests(storage: Storage, key: str, mode: Mode, sampled: bool) -> list[tuple[str, str | None]]:
+    """(source, sha256) of what is stored at `key`: the recorded checksum and/or the bytes re-hashed."""
+    found: list[tuple[str, str | None]] = []
+    try:
+        if mode is Mode.CHECKSUM:
+            recorded = storage.stored_sha256(key)
+            if recorded is None:
+                return [("gone", None)]
+            if recorded[1] is not None:
+                found.append(("checksum", recorded[1]))
+        if not found or sampled:
+            found.append(("bytes", _sha256_of(storage, key)))
+    except StorageError as error:  # botocore also raises when the bytes do not match the recorded checksum
+        found.append(("bytes", f"unreadable ({error})"))
+    return found
 
 
 def _sha256_of(storage: Storage, key: str) -> str:
@@ -53,93 +285,34 @@ def _sha256_of(storage: Storage, key: str) -> str:
     return digest.hexdigest()
 
 
-def _project_names(storage: Storage, report: VerifyReport) -> Iterator[str]:
-    """Project directories under simple/, each checked to hold both pages."""
-    pages: dict[str, set[str]] = {}
-    for info in storage.list("simple/"):
-        parts = info.key.split("/")
-        if len(parts) == 3 and parts[1]:
-            pages.setdefault(parts[1], set()).add(parts[2])
-    for name, found in sorted(pages.items()):
-        missing = {"index.html", "index.v1_json"} - found
-        if missing:
-            report.lagging(f"incomplete project: simple/{name}/ lacks {', '.join(sorted(missing))}", name)
-        yield name
-
-
-def verify_mirror(storage: Storage, *, hashes: bool = True, workers: int = 8) -> VerifyReport:
-    """Check pages against stored objects; with `hashes`, re-hash every named object (else compare sizes)."""
-    report = VerifyReport(unfinished=storage.head(LEASE_KEY) is not None, retrying=_retrying(storage))
-    sizes = {info.key: info.size for info in storage.list("packages/")}
-    named: dict[str, tuple[str, int | None, str]] = {}  # key -> (sha256, size, naming project)
-    projects = list(_project_names(storage, report))
-    quarantined: set[str] = set()  # PEP 792: published, but not in the root listing
-    for name in projects:
-        report.projects += 1
-        json_key, html_key = page_keys(name)
-        found_json, found_html = storage.get_bytes(json_key), storage.get_bytes(html_key)
-        if found_json is None:
-            continue
-        try:
-            page = render.parse_published_json(found_json[0])
-        except ValueError as error:
-            report.problems.append(f"unreadable page: {json_key}: {error}")
-            continue
-        if page.normalized != name:
-            report.problems.append(f"wrong project: {json_key} is for {page.normalized!r}")
-        quarantined.update([name] if is_quarantined(page) else [])
-        if found_html is not None and render.project_html(page) != found_html[0]:
-            report.lagging(f"pages disagree: {html_key} does not match {json_key}", name)
-        sizes_by_key = {f.key: f.size for f in page.files}
-        for key, sha256 in objects_named(page).items():
-            named[key] = (sha256, sizes_by_key.get(key), name)
-    _check_root(storage, set(projects), quarantined, report)
-    to_hash = []
-    for key, (sha256, size, project) in sorted(named.items()):
-        if key not in sizes:
-            report.problems.append(f"missing: simple/{project}/ names {key}, which is not stored")
-        elif size is not None and sizes[key] != size:
-            report.problems.append(f"wrong size: {key} is {sizes[key]} bytes, simple/{project}/ says {size}")
-        elif hashes:
-            to_hash.append((key, sha256, project))
-    with ThreadPoolExecutor(workers) as pool:
-        for (key, sha256, project), actual in zip(
-            to_hash, pool.map(lambda item: _safe_sha256(storage, item[0]), to_hash), strict=True
-        ):
-            report.objects_checked += 1
-            if actual != sha256:
-                report.problems.append(f"wrong sha256: {key} hashes to {actual}, simple/{project}/ says {sha256}")
-    report.orphans = sorted(set(sizes) - set(named))
-    return report
-
-
-def _retrying(storage: Storage) -> frozenset[str]:
-    """The projects the mirror's state says the next run retries (none when the state is absent or unreadable)."""
-    try:
-        state = load_state(storage)
-    except StorageError:
-        return frozenset()
-    return frozenset(state.pending) if state else frozenset()
-
-
-def _safe_sha256(storage: Storage, key: str) -> str:
-    try:
-        return _sha256_of(storage, key)
-    except StorageError as error:
-        return f"unreadable ({error})"
-
-
-def _check_root(storage: Storage, projects: set[str], quarantined: set[str], report: VerifyReport) -> None:
-    found_json, found_html = storage.get_bytes(ROOT_JSON_KEY), storage.get_bytes(ROOT_HTML_KEY)
-    if found_json is None or found_html is None:
-        report.lagging("missing root page: simple/index.v1_json and simple/index.html are both required")
+def _judge(
+    report: VerifyReport,
+    key: str,
+    claims: KeyClaims | None,
+    info: ObjectInfo | None,
+    digests: list[tuple[str, str | None]],
+) -> None:
+    """Every claim on `key` against what is stored there."""
+    if claims is None:
+        report.add("orphan", key)
         return
-    try:
-        listed = {entry["name"] for entry in json.loads(found_json[0])["projects"]}
-    except (ValueError, KeyError, TypeError) as error:
-        report.problems.append(f"unreadable root page: {ROOT_JSON_KEY}: {error}")
+    named = {sha256: project for (sha256, _), project in claims.distinct.items()}
+    if len(named) > 1 or claims.unnamed:
+        says = ", ".join(f"simple/{project}/ says {sha256}" for sha256, project in named.items())
+        more = f" and {claims.unnamed} more" if claims.unnamed else ""
+        report.add("problem", f"conflicting claims: {key}: {says}{more}")
+    gone = info is None or any(source == "gone" for source, _ in digests)
+    for (_, size), project in claims.distinct.items():
+        if gone:
+            report.add("problem", f"missing: simple/{project}/ names {key}, which is not stored")
+        elif info is not None and size is not None and info.size != size:
+            report.add("problem", f"wrong size: {key} is {info.size} bytes, simple/{project}/ says {size}")
+    if gone:
         return
-    for name in sorted(listed - projects):
-        report.lagging(f"dangling root entry: {ROOT_JSON_KEY} lists {name}, which has no pages")
-    for name in sorted(projects - listed - quarantined):
-        report.lagging(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")
+    report.counts["objects"] += 1
+    for source, digest in digests:
+        report.counts["checksums" if source == "checksum" else "rehashed"] += 1
+        for sha256, project in named.items():
+            if digest != sha256:
+                how = "S3 recorded sha256" if source == "checksum" else "hashes to"
+                report.add("problem", f"wrong sha256: {key} {how} {digest}, simple/{project}/ says {sha256}")

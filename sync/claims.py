@@ -1,0 +1,174 @@
+"""Claims: what each page says a `packages/` object is, sorted by key on disk, so that every link of every page is
+audited against the stored listing in bounded memory whatever the mirror's size.
+
+Pages are read in project order, but their objects' keys are spread over the whole key space. Each claim is a line
+`key<TAB>sha256<TAB>size<TAB>project`; lines are sorted in runs of RUN_CLAIMS in memory, written to disk, and merged
+on reading (heapq.merge over the run files). Keys and project names hold no control character (the page parser
+refuses them), so a line sorts as its key, then its sha256, then its project.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sync.models import ProjectPage
+
+RUN_CLAIMS = 100_000  # lines sorted in memory at once: ~25 MB of Python bytes
+READ_BUFFER = 64 * 1024  # per run file while merging: 10 million claims are ~100 runs, ~6 MB of buffers
+DISTINCT_KEPT = 8  # different (sha256, size) claims kept per key; more are counted, not named
+SHARD_FORMAT = re.compile(r"\A(\d+)/(\d+)\Z")
+MAX_SHARDS = 256
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    sha256: str
+    size: int | None  # None where the page gives none (core metadata files)
+    project: str
+
+    def line(self) -> bytes:
+        size = "" if self.size is None else str(self.size)
+        return f"{self.key}\t{self.sha256}\t{size}\t{self.project}\n".encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Claim:
+        key, sha256, size, project = line.decode().rstrip("\n").split("\t")
+        return cls(key, sha256, int(size) if size else None, project)
+
+
+def claims_of(page: ProjectPage) -> Iterator[Claim]:
+    """Every object the page names: each file and, when mirrored, its core metadata (as the mirror stores them)."""
+    for dist in page.files:
+        yield Claim(dist.key, dist.sha256, dist.size, page.normalized)
+        if dist.has_metadata and dist.metadata_sha256:
+            yield Claim(dist.metadata_key, dist.metadata_sha256, None, page.normalized)
+
+
+@dataclass
+class KeyClaims:
+    """All claims on one key: the distinct (sha256, size) pairs, each with the first project naming it."""
+
+    key: str
+    distinct: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    claims: int = 0  # every claim, identical ones included
+    unnamed: int = 0  # distinct claims past DISTINCT_KEPT, counted only
+
+    def add(self, claim: Claim) -> None:
+        self.claims += 1
+        pair = (claim.sha256, claim.size)
+        if pair in self.distinct:
+            return
+        if len(self.distinct) < DISTINCT_KEPT:
+            self.distinct[pair] = claim.project
+        else:
+            self.unnamed += 1
+
+    @property
+    def digests(self) -> set[str]:
+        return {sha256 for sha256, _ in self.distinct}
+
+
+class ClaimSpill:
+    """Claims added in any order, read back sorted by key. The runs live in `directory`: the first `keep` runs
+    already there (what an interrupted verify's checkpoint counts) are part of the spill, any later ones are removed."""
+
+    def __init__(self, directory: Path, *, keep: int = 0, run_claims: int = RUN_CLAIMS):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.run_claims = run_claims
+        self._run: list[bytes] = []
+        self._runs = [directory / f"run-{index:06d}" for index in range(keep)]
+        if missing := [path.name for path in self._runs if not path.exists()]:
+            raise FileNotFoundError(f"{directory}: claim runs {', '.join(missing)} are missing")
+        for path in set(directory.glob("run-*")) - set(self._runs):
+            path.unlink()
+
+    @property
+    def runs(self) -> int:
+        return len(self._runs)
+
+    def add(self, claim: Claim) -> None:
+        self._run.append(claim.line())
+        if len(self._run) >= self.run_claims:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the claims held in memory as one sorted run (atomically: a crash leaves no half run)."""
+        if not self._run:
+            return
+        self._run.sort()
+        path = self.directory / f"run-{len(self._runs):06d}"
+        temp = path.with_suffix(".tmp")
+        with temp.open("wb") as out:
+            out.writelines(self._run)
+            out.flush()
+            os.fsync(out.fileno())
+        temp.replace(path)
+        self._runs.append(path)
+        self._run.clear()
+
+    def clear(self) -> None:
+        for path in [*self._runs, *self.directory.glob("run-*.tmp")]:
+            path.unlink(missing_ok=True)
+        self._runs, self._run = [], []
+
+    def grouped(self, after: str = "", upto: str | None = None) -> Iterator[KeyClaims]:
+        """The claims of each key in (after, upto], in key order; flushes what is held in memory first."""
+        self.flush()
+        files = [path.open("rb", buffering=READ_BUFFER) for path in self._runs]
+        try:
+            group: KeyClaims | None = None
+            for line in heapq.merge(*files):
+                claim = Claim.from_line(line)
+                if claim.key <= after:
+                    continue
+                if upto is not None and claim.key > upto:
+                    break
+                if group is None or group.key != claim.key:
+                    if group is not None:
+                        yield group
+                    group = KeyClaims(claim.key)
+                group.add(claim)
+            if group is not None:
+                yield group
+        finally:
+            for file in files:
+                file.close()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part `index` of `count` of the packages/ key space: contiguous key ranges cut at the first two hex digits of
+    PyPI's `packages/<xx>/…` layout. Any key falls in exactly one shard, whatever its layout."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`i/n`, counting from 0: `0/4` … `3/4`."""
+        found = SHARD_FORMAT.match(text)
+        if not found or not 0 <= int(found[1]) < int(found[2]) <= MAX_SHARDS:
+            raise ValueError(f"shard {text!r}: expected I/N with 0 <= I < N <= {MAX_SHARDS}")
+        return cls(int(found[1]), int(found[2]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def first(self) -> bool:
+        """The shard that also checks the pages themselves and the root listing."""
+        return self.index == 0
+
+    def bounds(self) -> tuple[str, str | None]:
+        """(after, upto): the shard holds the keys k with after < k <= upto (no upper bound when None)."""
+        return self._cut(self.index), self._cut(self.index + 1) if self.index + 1 < self.count else None
+
+    def _cut(self, index: int) -> str:
+        return f"packages/{index * 256 // self.count:02x}" if index else ""
