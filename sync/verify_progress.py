@@ -92,9 +92,9 @@ class Checkpoint:
 class VerifyProgress:
     """Counts shown while a verify runs; thread-compatible (only the consuming thread calls it)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, *, json_lines: bool | None = None):
-        self.stream = stream
-        self.json_lines = not stream.isatty() if json_lines is None else json_lines
+    def __init__(self, stream: TextIO | None = None, *, json_lines: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.json_lines = not self.stream.isatty() if json_lines is None else json_lines
         self.started = time.monotonic()
         self._last = 0.0
         self._status_shown = False
