@@ -145,8 +145,8 @@ class _Run:
         self.position: dict[str, Any] = {
             key: checkpoint.saved.get(key) for key in ("pages_after", "pages_done", "objects_after")
         }
-        self.started_objects = report.counts["objects"]
-        self.started = 0.0
+        self.started_objects = report.counts["objects"]  # checked before a resume: not this run's work
+        self.started = time.monotonic()
 
     def check_pages(self, after: str) -> None:
         """Read each project's pages in key order; spill their claims; check the pages and the root listing (the
@@ -172,8 +172,7 @@ class _Run:
 
     def check_objects(self, after: str, mode: Mode, rehash_sample: float) -> None:
         """Merge the claims with the stored listing, key by key; check each named object as `mode` says."""
-        self.phase, self.started = "objects", time.monotonic()
-        self.started_objects = self.report.counts["objects"]
+        self.phase = "objects"
         lower, upper = self.shard.bounds()
         after = max(lower, after)
         sample = random.Random()  # noqa: S311 - picks a sample, keeps no secret
@@ -193,8 +192,8 @@ class _Run:
 
     def totals(self) -> dict[str, Any]:
         counts = self.report.counts
-        seconds = max(time.monotonic() - self.started, 1e-9) if self.started else 0.0
-        rate = (counts["objects"] - self.started_objects) / seconds if seconds else 0.0
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        rate = (counts["objects"] - self.started_objects) / seconds
         return {
             "phase": self.phase,
             "shard": str(self.shard),
@@ -205,6 +204,7 @@ class _Run:
             "problems": counts["problem"],
             "orphans": counts["orphan"],
             "pending": counts["pending"],
+            "seconds": round(seconds, 1),
             "objects_per_second": round(rate, 1),
         }
 

@@ -1,0 +1,180 @@
+"""Benchmark 7: `python -m sync verify` over synthetic mirrors of N objects, on a folder and on S3 (moto).
+
+Each mirror has real pages (sync/render.py) naming small files laid out as PyPI's (tests/synthetic_mirror.py):
+`--files` files per project, every other one with its `.metadata`. The folder is written as plain files; the bucket
+is loaded straight into moto's in-process backend (each object with its SHA256 recorded, as the mirror's PUTs leave
+it) and served by a moto server in this process. The verify runs as a child process (peak RSS and CPU from `wait4`,
+bench.compare's wrapper), counting its S3 requests by operation. The table ends with the bytes per object between
+the two sizes of a destination and an extrapolation to 10 million objects.
+Run: .venv/bin/python -m bench.verify_scale [--folder-sizes 100000,1000000] [--s3-sizes 100000] [--workers 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.compare import CREDENTIALS, run_child
+from tests.synthetic_mirror import load_moto, write_folder
+
+S3_HEAD_RATE_PER_PREFIX = 5_500  # AWS: "at least 5,500 GET/HEAD requests per second per partitioned prefix"
+GET_PRICE_PER_1000 = 0.0004  # S3 Standard, us-east-1: GET and HEAD ($); LIST is billed as PUT
+LIST_PRICE_PER_1000 = 0.005
+TEN_MILLION = 10_000_000
+PYPI_PROJECTS = 930_000
+# `python -m sync` with every botocore API call counted by operation (retries are inside one call), written at exit.
+COUNTING_CLI = """
+import atexit, collections, json, sys
+import botocore.client
+counts = collections.Counter()
+call = botocore.client.BaseClient._make_api_call
+def counted(self, operation, params):
+    counts[operation] += 1
+    return call(self, operation, params)
+botocore.client.BaseClient._make_api_call = counted
+atexit.register(lambda: open(sys.argv[1], "w").write(json.dumps(counts)))
+from sync.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@dataclass
+class Run:
+    dest: str
+    objects: int
+    mode: str
+    seconds: float
+    cpu: float
+    peak_mb: float
+    exit_code: int
+    rate: float  # objects per second, as the verify's summary says
+    requests: Counter[str] = field(default_factory=Counter)
+    load: float = 0.0  # 1-minute load average at the start
+
+
+def verify_run(dest: str, objects: int, mode: str, work: Path, *, workers: int, endpoint: str | None) -> Run:
+    counts_path, log = work / f"counts-{mode}.json", work / f"verify-{mode}.log"
+    command = [sys.executable, "-c", COUNTING_CLI, str(counts_path), "verify", "--dest", dest]
+    command += ["--mode", mode, "--workers", str(workers), "--log-format", "json"]
+    if endpoint:
+        command += ["--endpoint-url", endpoint]
+    load = os.getloadavg()[0]
+    seconds, cpu, peak_mb, code = run_child(command, {**os.environ, **CREDENTIALS}, log, timeout=6 * 3600)
+    lines = log.read_text().splitlines()
+    summary = next((json.loads(line) for line in reversed(lines) if '"event": "summary"' in line), {})
+    requests = Counter(json.loads(counts_path.read_text())) if counts_path.exists() else Counter()
+    run = Run(dest, objects, mode, seconds, cpu, peak_mb, code, summary.get("objects_per_second", 0.0), requests, load)
+    print(f"  {dest:6} {objects:>9,} {mode:8} exit {code} {seconds:7.1f} s {peak_mb:5.0f} MB", file=sys.stderr)
+    return run
+
+
+def folder_runs(objects: int, files: int, workers: int) -> list[Run]:
+    projects = max(1, objects // (files + files // 2))
+    with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
+        root = Path(work) / "mirror"
+        started = time.perf_counter()
+        count = write_folder(root, projects, files)
+        print(f"folder of {count:,} objects written in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        modes = ("rehash", "sizes")  # a folder records no checksum: checksum mode re-hashes, as rehash does
+        return [verify_run(str(root), count, mode, Path(work), workers=workers, endpoint=None) for mode in modes]
+
+
+def s3_runs(objects: int, files: int, workers: int) -> list[Run]:
+    from moto.core import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads only for the S3 runs
+    from moto.s3.models import s3_backends  # noqa: PLC0415
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    os.environ.update(CREDENTIALS)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    projects = max(1, objects // (files + files // 2))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        bucket = f"verify-scale-{objects}"
+        backend.create_bucket(bucket, "us-east-1")
+        started = time.perf_counter()
+        count = load_moto(backend, bucket, projects, files)
+        print(f"bucket of {count:,} objects loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
+            endpoint = f"http://{host}:{port}"
+            dest = f"s3://{bucket}"
+            return [
+                verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint)
+                for mode in ("checksum", "rehash")
+            ]
+    finally:
+        server.stop()
+        s3_backends[DEFAULT_ACCOUNT_ID]["aws"].reset()
+
+
+def table(runs: list[Run], workers: int) -> None:
+    print(
+        f"{'dest':6} {'objects':>9} {'mode':8} {'exit':>4} {'wall s':>7} {'CPU s':>6} {'objects/s':>9} "
+        f"{'peak RSS MB':>11} {'HEAD':>9} {'GET':>7} {'LIST':>5} {'load':>5}"
+    )
+    for run in runs:
+        head, get = run.requests["HeadObject"], run.requests["GetObject"]
+        print(
+            f"{run.dest:6} {run.objects:>9,} {run.mode:8} {run.exit_code:>4} {run.seconds:>7.1f} {run.cpu:>6.1f} "
+            f"{run.rate:>9,.0f} {run.peak_mb:>11.0f} {head:>9,} {get:>7,} {run.requests['ListObjectsV2']:>5,} "
+            f"{run.load:>5.1f}"
+        )
+    print()
+    for dest, mode in sorted({(run.dest, run.mode) for run in runs}):
+        sized = sorted((run for run in runs if (run.dest, run.mode) == (dest, mode)), key=lambda run: run.objects)
+        if len(sized) >= 2:
+            small, big = sized[0], sized[-1]
+            slope = (big.peak_mb - small.peak_mb) * 2**20 / (big.objects - small.objects)
+            at_ten_million = big.peak_mb + slope * (TEN_MILLION - big.objects) / 2**20
+            print(
+                f"{dest} {mode}: {slope:.1f} bytes/object from {small.objects:,} to {big.objects:,} objects; "
+                f"peak at 10 million objects ~{at_ten_million:.0f} MB"
+            )
+    checksum = [run for run in runs if run.dest == "s3" and run.mode == "checksum" and run.rate]
+    if checksum:
+        rate = max(run.rate for run in checksum)
+        heads = TEN_MILLION
+        gets = 2 * PYPI_PROJECTS
+        lists = TEN_MILLION // 1000 + 2 * PYPI_PROJECTS // 1000
+        cost = (heads + gets) * GET_PRICE_PER_1000 / 1000 + lists * LIST_PRICE_PER_1000 / 1000
+        print(
+            f"10 million objects, checksum mode on S3 ({workers} requests in flight per process):\n"
+            f"  one process at the measured {rate:,.0f} objects/s (moto on this machine): "
+            f"{TEN_MILLION / rate / 3600:.1f} h"
+            f"; shards needed for 1 h: {-(-TEN_MILLION // int(rate * 3600))}\n"
+            f"  S3's documented {S3_HEAD_RATE_PER_PREFIX:,} HEAD/s per partitioned prefix: "
+            f"{TEN_MILLION / S3_HEAD_RATE_PER_PREFIX / 60:.0f} min for one prefix (packages/ spreads over 256)\n"
+            f"  requests: {heads:,} HEAD + {gets:,} GET (pages of {PYPI_PROJECTS:,} projects) + {lists:,} LIST "
+            f"= ${cost:.2f} at ${GET_PRICE_PER_1000}/1,000 GET/HEAD and ${LIST_PRICE_PER_1000}/1,000 LIST"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder-sizes", default="100000,1000000", help="objects per folder mirror (comma-separated)")
+    parser.add_argument("--s3-sizes", default="100000", help="objects per moto bucket (comma-separated; '' for none)")
+    parser.add_argument("--files", type=int, default=10, help="files per project (each other one has .metadata)")
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+    runs: list[Run] = []
+    for size in filter(None, args.s3_sizes.split(",")):
+        runs += s3_runs(int(size), args.files, args.workers)
+    for size in filter(None, args.folder_sizes.split(",")):
+        runs += folder_runs(int(size), args.files, args.workers)
+    for run in runs:
+        run.dest = "s3" if run.dest.startswith("s3://") else "folder"
+    table(runs, args.workers)
+
+
+if __name__ == "__main__":
+    main()
