@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import random
 from collections import Counter
@@ -19,7 +20,7 @@ from sync.claims import Claim, ClaimSpill, Shard
 from sync.mirror import page_keys
 from sync.storage import Storage, open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
-from sync.verify_progress import CheckpointMismatch
+from sync.verify_progress import CheckpointMismatch, VerifyProgress
 from tests.fixtures.s3 import S3Destination
 from tests.synthetic_mirror import StoredObject, project, project_name, root_pages, write_mirror
 
@@ -324,3 +325,15 @@ def test_listing_starts_after_a_key_on_both_backends(rig):
     assert [info.key for info in rig.storage.list("packages/", start_after=middle)] == keys[keys.index(middle) + 1 :]
     folder = middle.rsplit("/", 1)[0] + "/"
     assert [info.key for info in rig.storage.list("packages/", start_after=folder)] == [k for k in keys if k > folder]
+
+
+def test_progress_is_a_status_line_on_a_terminal_and_json_lines_otherwise(rig):
+    terminal, lines = io.StringIO(), io.StringIO()
+    verify(rig, progress=VerifyProgress(terminal, json_lines=False))
+    verify(rig, progress=VerifyProgress(lines, json_lines=True))
+    assert terminal.getvalue().startswith("\r\x1b[2K")
+    assert "objects/s" in terminal.getvalue()
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert events[-1]["event"] == "summary"
+    assert events[-1]["objects"] == OBJECTS
+    assert events[-1]["objects_per_second"] > 0
