@@ -22,7 +22,7 @@ from sync.progress import Reporter
 from sync.storage import StorageError, open_storage
 from sync.upstream import UpstreamClient, UpstreamError
 from sync.verify import MAX_WORKERS, Mode, verify_mirror
-from sync.verify_progress import CheckpointMismatch, VerifyProgress
+from sync.verify_progress import CheckpointError, VerifyProgress
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -303,8 +303,10 @@ def run_verify(args: argparse.Namespace) -> int:
             on_finding=print_finding,
             progress=progress,
         )
-    except CheckpointMismatch as error:
+    except CheckpointError as error:
         return _fail(EXIT_USAGE, str(error))
+    except OSError as error:  # the claims spilled to local disk (ENOSPC, EIO…)
+        return _fail(EXIT_DESTINATION, f"local disk of the verify: {error}")
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {args.dest}: {error}")
     except KeyboardInterrupt:

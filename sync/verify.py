@@ -98,7 +98,7 @@ def verify_mirror(
     """Check every page's links against the stored objects (see the module doc for the modes).
 
     With `checkpoint` (a local folder) the verify saves how far it got and, run again with the same destination,
-    mode and shard, resumes there. Raises CheckpointMismatch for another verify's checkpoint.
+    mode and shard, resumes there. Raises CheckpointError for another verify's checkpoint.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers {workers}: expected 1 to {MAX_WORKERS}")

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sync.claims import ClaimSpill
 
@@ -24,8 +24,8 @@ PROGRESS_SECONDS = 10.0
 STATUS_SECONDS = 0.2
 
 
-class CheckpointMismatch(ValueError):
-    """The checkpoint folder belongs to another verify (destination, mode or shard)."""
+class CheckpointError(ValueError):
+    """The checkpoint folder cannot be used: unwritable, damaged, or another verify's (destination, mode, shard)."""
 
 
 class Checkpoint:
@@ -33,18 +33,18 @@ class Checkpoint:
     nothing is kept."""
 
     def __init__(self, directory: Path | None, identity: dict[str, Any]):
-        self._temp = None if directory else tempfile.TemporaryDirectory(prefix="pypi-cdn-verify-")
-        self.directory = directory or Path(self._temp.name if self._temp else "")
         self.kept = directory is not None
+        self._temp = None if directory else tempfile.TemporaryDirectory(prefix="pypi-cdn-verify-")
+        self.directory = Path(self._temp.name) if self._temp else cast(Path, directory)
         self.identity = identity
         self.saved: dict[str, Any] = {}
-        if self.kept:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.saved = self._load()
         try:
+            if self.kept:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self.saved = self._load()
             self.spill = ClaimSpill(self.directory / "claims", keep=self.saved.get("runs", 0))
-        except FileNotFoundError as error:
-            raise CheckpointMismatch(f"checkpoint {self.path}: {error}") from None
+        except OSError as error:
+            raise CheckpointError(f"checkpoint {self.directory}: {error}") from None
         self._last_save = time.monotonic()
 
     @property
@@ -57,11 +57,11 @@ class Checkpoint:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as error:
-            raise CheckpointMismatch(f"checkpoint {self.path}: unreadable ({error})") from None
+            raise CheckpointError(f"checkpoint {self.path}: unreadable ({error})") from None
         if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatch(f"checkpoint {self.path}: not a verify checkpoint")
+            raise CheckpointError(f"checkpoint {self.path}: not a verify checkpoint")
         if saved.get("identity") != self.identity:
-            raise CheckpointMismatch(
+            raise CheckpointError(
                 f"checkpoint {self.path} is of another verify ({saved.get('identity')}), not {self.identity}"
             )
         return {} if saved.get("done") else saved  # a finished verify is not resumed: a new one starts over

@@ -20,7 +20,7 @@ from sync.claims import Claim, ClaimSpill, Shard
 from sync.mirror import page_keys
 from sync.storage import Storage, open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
-from sync.verify_progress import CheckpointMismatch, VerifyProgress
+from sync.verify_progress import CheckpointError, VerifyProgress
 from tests.fixtures.s3 import S3Destination
 from tests.synthetic_mirror import StoredObject, project, project_name, root_pages, write_mirror
 
@@ -256,7 +256,7 @@ def test_an_interrupted_verify_resumes_after_what_it_checked(rig, tmp_path):
     assert reads["get_bytes"] == 0  # the pages were read before the interruption, and not again
     checks = reads["stored_sha256"] if rig.kind == "s3" else reads["open"]
     assert checks == OBJECTS - 1 - 5  # the rest of the stored objects, each once
-    with pytest.raises(CheckpointMismatch):
+    with pytest.raises(CheckpointError):
         verify(rig, Mode.REHASH, checkpoint=checkpoint)
 
 
