@@ -6,7 +6,7 @@ is loaded straight into moto's in-process backend (each object with its SHA256 r
 it) and served by a moto server in this process. The verify runs as a child process (peak RSS and CPU from `wait4`,
 bench.compare's wrapper), counting its S3 requests by operation. The table ends with the bytes per object between
 the two sizes of a destination and an extrapolation to 10 million objects.
-Run: .venv/bin/python -m bench.verify_scale [--folder-sizes 100000,1000000] [--s3-sizes 100000] [--workers 32]
+Run: .venv/bin/python -m bench.verify_scale [--folder-sizes 100000,1000000] [--s3-sizes 100000] [--s3-modes rehash]
 """
 
 from __future__ import annotations
@@ -71,9 +71,28 @@ def verify_run(dest: str, objects: int, mode: str, work: Path, *, workers: int, 
     lines = log.read_text().splitlines()
     summary = next((json.loads(line) for line in reversed(lines) if '"event": "summary"' in line), {})
     requests = Counter(json.loads(counts_path.read_text())) if counts_path.exists() else Counter()
-    run = Run(dest, objects, mode, seconds, cpu, peak_mb, code, summary.get("objects_per_second", 0.0), requests, load)
-    print(f"  {dest:6} {objects:>9,} {mode:8} exit {code} {seconds:7.1f} s {peak_mb:5.0f} MB", file=sys.stderr)
+    kind = "s3" if dest.startswith("s3://") else "folder"
+    rate = summary.get("objects_per_second", 0.0)
+    run = Run(kind, objects, mode, seconds, cpu, peak_mb, code, rate, requests, load)
+    print_row(run)
     return run
+
+
+HEADER = (
+    f"{'dest':6} {'objects':>9} {'mode':8} {'exit':>4} {'wall s':>7} {'CPU s':>6} {'objects/s':>9} "
+    f"{'peak RSS MB':>11} {'HEAD':>9} {'GET':>7} {'LIST':>5} {'load':>5}"
+)
+
+
+def print_row(run: Run) -> None:
+    """One row of the table, printed as soon as its run ends."""
+    head, get = run.requests["HeadObject"], run.requests["GetObject"]
+    print(
+        f"{run.dest:6} {run.objects:>9,} {run.mode:8} {run.exit_code:>4} {run.seconds:>7.1f} {run.cpu:>6.1f} "
+        f"{run.rate:>9,.0f} {run.peak_mb:>11.0f} {head:>9,} {get:>7,} {run.requests['ListObjectsV2']:>5,} "
+        f"{run.load:>5.1f}",
+        flush=True,
+    )
 
 
 def folder_runs(objects: int, files: int, workers: int) -> list[Run]:
@@ -87,8 +106,8 @@ def folder_runs(objects: int, files: int, workers: int) -> list[Run]:
         return [verify_run(str(root), count, mode, Path(work), workers=workers, endpoint=None) for mode in modes]
 
 
-def s3_runs(objects: int, files: int, workers: int) -> list[Run]:
-    from moto.core import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads only for the S3 runs
+def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Run]:
+    from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads only for the S3 runs
     from moto.s3.models import s3_backends  # noqa: PLC0415
     from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
@@ -108,27 +127,14 @@ def s3_runs(objects: int, files: int, workers: int) -> list[Run]:
         with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
             endpoint = f"http://{host}:{port}"
             dest = f"s3://{bucket}"
-            return [
-                verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint)
-                for mode in ("checksum", "rehash")
-            ]
+            return [verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint) for mode in modes]
     finally:
         server.stop()
         s3_backends[DEFAULT_ACCOUNT_ID]["aws"].reset()
 
 
-def table(runs: list[Run], workers: int) -> None:
-    print(
-        f"{'dest':6} {'objects':>9} {'mode':8} {'exit':>4} {'wall s':>7} {'CPU s':>6} {'objects/s':>9} "
-        f"{'peak RSS MB':>11} {'HEAD':>9} {'GET':>7} {'LIST':>5} {'load':>5}"
-    )
-    for run in runs:
-        head, get = run.requests["HeadObject"], run.requests["GetObject"]
-        print(
-            f"{run.dest:6} {run.objects:>9,} {run.mode:8} {run.exit_code:>4} {run.seconds:>7.1f} {run.cpu:>6.1f} "
-            f"{run.rate:>9,.0f} {run.peak_mb:>11.0f} {head:>9,} {get:>7,} {run.requests['ListObjectsV2']:>5,} "
-            f"{run.load:>5.1f}"
-        )
+def summary(runs: list[Run], workers: int) -> None:
+    """Bytes per object between sizes, and the extrapolation to 10 million objects."""
     print()
     for dest, mode in sorted({(run.dest, run.mode) for run in runs}):
         sized = sorted((run for run in runs if (run.dest, run.mode) == (dest, mode)), key=lambda run: run.objects)
@@ -143,6 +149,7 @@ def table(runs: list[Run], workers: int) -> None:
     checksum = [run for run in runs if run.dest == "s3" and run.mode == "checksum" and run.rate]
     if checksum:
         rate = max(run.rate for run in checksum)
+        cpu_ms = min(run.cpu / run.objects for run in checksum) * 1000
         heads = TEN_MILLION
         gets = 2 * PYPI_PROJECTS
         lists = TEN_MILLION // 1000 + 2 * PYPI_PROJECTS // 1000
@@ -152,6 +159,8 @@ def table(runs: list[Run], workers: int) -> None:
             f"  one process at the measured {rate:,.0f} objects/s (moto on this machine): "
             f"{TEN_MILLION / rate / 3600:.1f} h"
             f"; shards needed for 1 h: {-(-TEN_MILLION // int(rate * 3600))}\n"
+            f"  the verify's own CPU, {cpu_ms:.1f} ms/object: {TEN_MILLION * cpu_ms / 1000 / 3600:.1f} CPU-hours, "
+            f"so {-(-TEN_MILLION * cpu_ms // 3_600_000):.0f} cores (shards) for 1 h once S3 answers as fast as asked\n"
             f"  S3's documented {S3_HEAD_RATE_PER_PREFIX:,} HEAD/s per partitioned prefix: "
             f"{TEN_MILLION / S3_HEAD_RATE_PER_PREFIX / 60:.0f} min for one prefix (packages/ spreads over 256)\n"
             f"  requests: {heads:,} HEAD + {gets:,} GET (pages of {PYPI_PROJECTS:,} projects) + {lists:,} LIST "
@@ -160,20 +169,20 @@ def table(runs: list[Run], workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--folder-sizes", default="100000,1000000", help="objects per folder mirror (comma-separated)")
     parser.add_argument("--s3-sizes", default="100000", help="objects per moto bucket (comma-separated; '' for none)")
+    parser.add_argument("--s3-modes", default="checksum,rehash", help="verify modes run on each bucket")
     parser.add_argument("--files", type=int, default=10, help="files per project (each other one has .metadata)")
     parser.add_argument("--workers", type=int, default=32)
     args = parser.parse_args()
     runs: list[Run] = []
+    print(HEADER, flush=True)
     for size in filter(None, args.s3_sizes.split(",")):
-        runs += s3_runs(int(size), args.files, args.workers)
+        runs += s3_runs(int(size), args.files, args.workers, args.s3_modes.split(","))
     for size in filter(None, args.folder_sizes.split(",")):
         runs += folder_runs(int(size), args.files, args.workers)
-    for run in runs:
-        run.dest = "s3" if run.dest.startswith("s3://") else "folder"
-    table(runs, args.workers)
+    summary(runs, args.workers)
 
 
 if __name__ == "__main__":
