@@ -130,7 +130,6 @@ def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Ru
             return [verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint) for mode in modes]
     finally:
         server.stop()
-        s3_backends[DEFAULT_ACCOUNT_ID]["aws"].reset()
 
 
 def summary(runs: list[Run], workers: int) -> None:
@@ -168,14 +167,14 @@ def summary(runs: list[Run], workers: int) -> None:
         )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--folder-sizes", default="100000,1000000", help="objects per folder mirror (comma-separated)")
     parser.add_argument("--s3-sizes", default="100000", help="objects per moto bucket (comma-separated; '' for none)")
     parser.add_argument("--s3-modes", default="checksum,rehash", help="verify modes run on each bucket")
     parser.add_argument("--files", type=int, default=10, help="files per project (each other one has .metadata)")
     parser.add_argument("--workers", type=int, default=32)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs: list[Run] = []
     print(HEADER, flush=True)
     for size in filter(None, args.s3_sizes.split(",")):

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 import sync.mirror
-from bench import freshness
+from bench import freshness, verify_scale
 from bench.compare import main
 from bench.lag import CREDENTIALS
 from tests.upstream.index import FakeIndex
@@ -95,3 +95,20 @@ def test_freshness_bench_runs_a_tiny_configuration(
     assert cells[1] == "60"
     assert cells[4].endswith("(2/2)")  # both popular pages received their change
     assert int(cells[7]) >= 2  # a changed project's two pages were invalidated on the edge
+
+
+def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -> None:
+    verify_scale.main(["--folder-sizes", "150,300", "--s3-sizes", "150", "--s3-modes", "checksum", "--files", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("folder ", "s3 ")) and len(line.split()) == 12]
+    assert [(row[0], row[2], row[3]) for row in rows] == [
+        ("s3", "checksum", "0"),
+        ("folder", "rehash", "0"),
+        ("folder", "sizes", "0"),
+        ("folder", "rehash", "0"),
+        ("folder", "sizes", "0"),
+    ]
+    assert rows[0][1] == "150"
+    assert rows[0][8] == "152"  # one HEAD per object, and one each for the lease and the root HTML
+    assert any(line.startswith("folder rehash: ") and "bytes/object" in line for line in lines)
+    assert any("10,000,000 HEAD" in line for line in lines)
