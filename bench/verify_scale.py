@@ -95,14 +95,13 @@ def print_row(run: Run) -> None:
     )
 
 
-def folder_runs(objects: int, files: int, workers: int) -> list[Run]:
+def folder_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Run]:
     projects = max(1, objects // (files + files // 2))
     with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
         root = Path(work) / "mirror"
         started = time.perf_counter()
         count = write_folder(root, projects, files)
         print(f"folder of {count:,} objects written in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        modes = ("rehash", "sizes")  # a folder records no checksum: checksum mode re-hashes, as rehash does
         return [verify_run(str(root), count, mode, Path(work), workers=workers, endpoint=None) for mode in modes]
 
 
@@ -172,6 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder-sizes", default="100000,1000000", help="objects per folder mirror (comma-separated)")
     parser.add_argument("--s3-sizes", default="100000", help="objects per moto bucket (comma-separated; '' for none)")
     parser.add_argument("--s3-modes", default="checksum,rehash", help="verify modes run on each bucket")
+    parser.add_argument(
+        "--folder-modes",
+        default="sizes,rehash",
+        help="verify modes run on each folder (a folder records no checksum: checksum mode re-hashes, as rehash does)",
+    )
     parser.add_argument("--files", type=int, default=10, help="files per project (each other one has .metadata)")
     parser.add_argument("--workers", type=int, default=32)
     args = parser.parse_args(argv)
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in filter(None, args.s3_sizes.split(",")):
         runs += s3_runs(int(size), args.files, args.workers, args.s3_modes.split(","))
     for size in filter(None, args.folder_sizes.split(",")):
-        runs += folder_runs(int(size), args.files, args.workers)
+        runs += folder_runs(int(size), args.files, args.workers, args.folder_modes.split(","))
     summary(runs, args.workers)
 
 

@@ -103,10 +103,10 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     rows = [line.split() for line in lines if line.startswith(("folder ", "s3 ")) and len(line.split()) == 12]
     assert [(row[0], row[2], row[3]) for row in rows] == [
         ("s3", "checksum", "0"),
-        ("folder", "rehash", "0"),
         ("folder", "sizes", "0"),
         ("folder", "rehash", "0"),
         ("folder", "sizes", "0"),
+        ("folder", "rehash", "0"),
     ]
     assert rows[0][1] == "150"
     assert rows[0][8] == "152"  # one HEAD per object, and one each for the lease and the root HTML
