@@ -501,22 +501,38 @@ class FolderStorage:
 
     def _walk(self, directory: Path, key_prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`. A folder whose
-        keys all sort before `start_after` is not entered."""
+        keys all sort before `start_after` is not entered. Only the names of one folder are held (a flat simple/ of
+        PyPI's 930,000 projects is one folder), each stat'ed as its turn comes."""
         try:
             with os.scandir(directory) as scan:
-                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in scan]
+                names = sorted(filter(None, map(_walked_name, scan)))
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as error:
             raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
-        for sort_name, entry in sorted(entries, key=lambda item: item[0]):
-            if sort_name.endswith("/"):
-                folder = key_prefix + sort_name
-                if folder > start_after or start_after.startswith(folder):
-                    yield from self._walk(Path(entry.path), folder, start_after)
-            elif entry.is_file(follow_symlinks=False) and not TEMP_FILE.match(entry.name):
-                info = entry.stat(follow_symlinks=False)
-                yield ObjectInfo(key_prefix + entry.name, info.st_size, self._etag(info))
+        for name in names:
+            key = key_prefix + name
+            if name.endswith("/"):
+                if key > start_after or start_after.startswith(key):
+                    yield from self._walk(directory / name, key, start_after)
+                continue
+            try:
+                info = os.stat(directory / name, follow_symlinks=False)
+            except FileNotFoundError:  # deleted since the folder was read
+                continue
+            except OSError as error:
+                raise StorageError(f"cannot stat {directory / name}: {error.strerror or error}") from error
+            if stat.S_ISREG(info.st_mode):
+                yield ObjectInfo(key, info.st_size, self._etag(info))
+
+
+def _walked_name(entry: os.DirEntry[str]) -> str | None:
+    """How a folder walk sorts and lists `entry`: `name/` for a folder, `name` for a regular file, None to skip it."""
+    if entry.is_dir(follow_symlinks=False):
+        return entry.name + "/"
+    if entry.is_file(follow_symlinks=False) and not TEMP_FILE.match(entry.name):
+        return entry.name
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------- S3
