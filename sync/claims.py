@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sync.models import ProjectPage
+from sync.provenance import provenance_objects
 
 RUN_CLAIMS = 100_000  # lines sorted in memory at once: ~25 MB of Python bytes
 READ_BUFFER = 64 * 1024  # per run file while merging: 10 million claims are ~100 runs, ~6 MB of buffers
@@ -43,11 +44,14 @@ class Claim:
 
 
 def claims_of(page: ProjectPage) -> Iterator[Claim]:
-    """Every object the page names: each file and, when mirrored, its core metadata (as the mirror stores them)."""
+    """Every object the page names, as sync.mirror.objects_named counts them (but one claim per link): each file,
+    its core metadata and its provenance document when mirrored."""
     for dist in page.files:
         yield Claim(dist.key, dist.sha256, dist.size, page.normalized)
         if dist.has_metadata and dist.metadata_sha256:
             yield Claim(dist.metadata_key, dist.metadata_sha256, None, page.normalized)
+    for key, sha256 in provenance_objects(page):
+        yield Claim(key, sha256, None, page.normalized)
 
 
 @dataclass

@@ -157,7 +157,7 @@ class _Run:
         outcomes = _in_order(dirs, lambda item: read_project(self.storage, *item, full=full), self.workers)
         for (name, _), outcome in outcomes:
             if root is not None:
-                root.seen(name)
+                root.seen(name, quarantined=outcome.quarantined)
             for kind, line, project in outcome.findings:
                 self.report.lagging(line, project) if kind == "lagging" else self.report.add(kind, line)
             for claim in outcome.claims:

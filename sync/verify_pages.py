@@ -17,6 +17,7 @@ from sync import render
 from sync.claims import Claim, claims_of
 from sync.listing import SortedTable, encode_name
 from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, page_keys
+from sync.project_status import is_quarantined
 from sync.state import STATE_KEY
 from sync.storage import ObjectNotFound, Storage, StorageError
 
@@ -31,6 +32,7 @@ class ProjectOutcome:
 
     findings: list[tuple[str, str, str | None]] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    quarantined: bool = False  # PEP 792: published, but left out of the root listing
 
 
 def project_dirs(storage: Storage, after: str = "") -> Iterator[tuple[str, frozenset[str]]]:
@@ -67,6 +69,7 @@ def read_project(storage: Storage, name: str, found: frozenset[str], *, full: bo
             outcome.findings.append(("problem", f"unreadable page: {json_key}: {error}", None))
         return outcome
     outcome.claims = list(claims_of(page))
+    outcome.quarantined = is_quarantined(page)
     if not full:
         return outcome
     if page.normalized != name:
@@ -92,7 +95,8 @@ class RootCheck:
                 return key
         return None
 
-    def seen(self, name: str) -> None:
+    def seen(self, name: str, *, quarantined: bool = False) -> None:
+        """Folder simple/<name>/ exists; a quarantined project is not listed, and need not be."""
         if self.table is None:
             return
         key = f"{name}/".encode()
@@ -101,7 +105,7 @@ class RootCheck:
             self._next = self._advance()
         if self._next == key:
             self._next = self._advance()
-        else:
+        elif not quarantined:
             self.report.lagging(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")
 
     def finish(self) -> None:
