@@ -35,6 +35,7 @@ from sync.storage import (
     StorageError,
     UnstorableKey,
     content_type_for,
+    sha256_of,
 )
 from sync.upstream import UpstreamClient, UpstreamError
 
@@ -247,15 +248,17 @@ class FileStore:
 
         None when nothing is stored there; StoredObjectConflict when other bytes are.
         """
-        info = self.storage.head(dist.key, sha256=True)
-        if info is None:
+        stored = self.storage.stored_sha256(dist.key)
+        if stored is None:
             return None
-        if info.sha256 != dist.sha256:
-            raise StoredObjectConflict(dist.key, info.sha256 or "unknown", dist.sha256)
+        size, recorded = stored
+        digest = recorded or sha256_of(self.storage, dist.key)  # a folder (or another tool's put) records none
+        if digest != dist.sha256:
+            raise StoredObjectConflict(dist.key, digest, dist.sha256)
         self.storage.put_bytes(
             SHARED_PREFIX + dist.key, b"", content_type="application/octet-stream", cache_control="no-store"
         )
-        return info.size, False
+        return size, False
 
 
 def drop_unstorable(page: ProjectPage, unstorable: set[str]) -> ProjectPage:

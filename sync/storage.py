@@ -87,7 +87,6 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # opaque version token for conditional writes (S3 ETag; mtime_ns+size+inode for folders)
-    sha256: str | None = None  # lower-case hex, when asked for (`head(key, sha256=True)`)
 
 
 class Storage(Protocol):
@@ -131,9 +130,8 @@ class Storage(Protocol):
         """The object's bytes and etag, or None when absent."""
         ...
 
-    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
-        """Size and etag of an object (and its sha256, when asked: S3 keeps it, a folder reads the file), or None
-        when absent."""
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and etag of an object, or None when absent."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -437,7 +435,7 @@ class FolderStorage:
                 return None
             raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
 
-    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
+    def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
         try:
             info = path.stat()
@@ -447,7 +445,7 @@ class FolderStorage:
             raise StorageError(f"{key}: cannot stat {path}: {error.strerror or error}") from error
         if not stat.S_ISREG(info.st_mode):
             return None
-        return ObjectInfo(key, info.st_size, self._etag(info), sha256_of(self, key) if sha256 else None)
+        return ObjectInfo(key, info.st_size, self._etag(info))
 
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -680,22 +678,14 @@ class S3Storage:
                 return None
             self._fail(key, "GET", error)
 
-    def head(self, key: str, *, sha256: bool = False) -> ObjectInfo | None:
-        """With `sha256`, the checksum S3 keeps (every put here sends one); an object stored without one is read."""
+    def head(self, key: str) -> ObjectInfo | None:
         try:
-            response = self.client.head_object(
-                Bucket=self.bucket, Key=self._key(key), **({"ChecksumMode": "ENABLED"} if sha256 else {})
-            )
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except BOTO_ERRORS as error:
             if self._absent(error):
                 return None
             self._fail(key, "HEAD", error)
-        digest = None
-        if sha256:
-            kept = response.get("ChecksumSHA256")
-            whole = kept and response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" and "-" not in kept
-            digest = base64.b64decode(kept).hex() if whole else sha256_of(self, key)
-        return ObjectInfo(key, response["ContentLength"], response["ETag"], digest)
+        return ObjectInfo(key, response["ContentLength"], response["ETag"])
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -16,7 +16,6 @@ is one project name and one key (sync/verify_progress.py).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections import Counter, deque
@@ -29,11 +28,10 @@ from typing import Any, TypeVar
 
 from sync.claims import KeyClaims, Shard
 from sync.lease import LEASE_KEY
-from sync.storage import ObjectInfo, Storage, StorageError
+from sync.storage import ObjectInfo, Storage, StorageError, sha256_of
 from sync.verify_pages import RootCheck, project_dirs, read_project, retrying
 from sync.verify_progress import Checkpoint, VerifyProgress
 
-HASH_CHUNK = 1024 * 1024
 KEPT_LINES = 10_000  # findings of each kind kept in the report; all are counted and passed to `on_finding`
 MAX_WORKERS = 64
 
@@ -271,18 +269,10 @@ def _digests(storage: Storage, key: str, mode: Mode, sampled: bool) -> list[tupl
             if recorded[1] is not None:
                 found.append(("checksum", recorded[1]))
         if not found or sampled:
-            found.append(("bytes", _sha256_of(storage, key)))
+            found.append(("bytes", sha256_of(storage, key)))
     except StorageError as error:  # botocore also raises when the bytes do not match the recorded checksum
         found.append(("bytes", f"unreadable ({error})"))
     return found
-
-
-def _sha256_of(storage: Storage, key: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open(key) as body:
-        while chunk := body.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _judge(
