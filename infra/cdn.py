@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.cache_ttls import ERROR_CACHING_SECONDS, FILES_TTLS, PAGES_TTLS, STATUS_TTLS
+from infra.cache_ttls import ERROR_CACHING_SECONDS, FILES_TTLS, PAGES_TTLS, STATUS_TTLS, CacheTtls
 from infra.edge import VIEWER_REQUEST_JS
 from infra.origin import deny_insecure_transport, private_bucket
 from sync.storage import STATUS_KEY
@@ -98,32 +98,14 @@ class Cdn(pulumi.ComponentResource):
             publish=True,
             opts=child,
         )
-        files_policy = aws.cloudfront.CachePolicy(
-            f"{name}-files",
-            comment="pypi-cdn /packages/*: immutable files, a year at the edge",
-            min_ttl=FILES_TTLS.min,
-            default_ttl=FILES_TTLS.default,
-            max_ttl=FILES_TTLS.max,
-            parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
-            opts=child,
+        files_policy = _cache_policy(
+            f"{name}-files", "pypi-cdn /packages/*: immutable files, a year at the edge", FILES_TTLS, child
         )
-        pages_policy = aws.cloudfront.CachePolicy(
-            f"{name}-pages",
-            comment="pypi-cdn /simple/*: the origin's short max-age, at most 5 minutes",
-            min_ttl=PAGES_TTLS.min,
-            default_ttl=PAGES_TTLS.default,
-            max_ttl=PAGES_TTLS.max,
-            parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
-            opts=child,
+        pages_policy = _cache_policy(
+            f"{name}-pages", "pypi-cdn /simple/*: the origin's short max-age, at most 5 minutes", PAGES_TTLS, child
         )
-        status_policy = aws.cloudfront.CachePolicy(
-            f"{name}-status",
-            comment="pypi-cdn /status.json: seconds at the edge",
-            min_ttl=STATUS_TTLS.min,
-            default_ttl=STATUS_TTLS.default,
-            max_ttl=STATUS_TTLS.max,
-            parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
-            opts=child,
+        status_policy = _cache_policy(
+            f"{name}-status", "pypi-cdn /status.json: seconds at the edge", STATUS_TTLS, child
         )
         headers_policy = aws.cloudfront.ResponseHeadersPolicy(
             f"{name}-security-headers",
@@ -309,6 +291,19 @@ class Cdn(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
         return bucket.bucket
+
+
+def _cache_policy(name: str, comment: str, ttls: CacheTtls, opts: pulumi.ResourceOptions) -> aws.cloudfront.CachePolicy:
+    """A cache policy keyed by the (rewritten) URI alone, with the TTLs the local edge uses too."""
+    return aws.cloudfront.CachePolicy(
+        name,
+        comment=comment,
+        min_ttl=ttls.min,
+        default_ttl=ttls.default,
+        max_ttl=ttls.max,
+        parameters_in_cache_key_and_forwarded_to_origin=_uri_only_cache_key(),
+        opts=opts,
+    )
 
 
 def _uri_only_cache_key() -> aws.cloudfront.CachePolicyParametersInCacheKeyAndForwardedToOriginArgs:

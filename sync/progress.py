@@ -30,6 +30,29 @@ def _human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+class StatusLine:
+    """One line redrawn in place on a terminal, cleared before other output and ended when the run is."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.shown = False
+
+    def show(self, line: str) -> None:
+        self.stream.write("\r\x1b[2K" + line)
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.shown = False
+
+    def end(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.shown = False
+
+
 class Reporter:
     """Thread-safe sink for run events; `json_lines` is decided by whether the stream is a terminal."""
 
@@ -39,7 +62,7 @@ class Reporter:
         self.counters = Counters()
         self._lock = threading.Lock()
         self._last_draw = 0.0
-        self._status_shown = False
+        self._status = StatusLine(stream)
 
     def event(self, event: str, *, level: str = "info", **fields: Any) -> None:
         """Record one event; on a terminal only warnings and errors print as lines."""
@@ -49,7 +72,7 @@ class Reporter:
                 self.stream.write(json.dumps(record, default=str) + "\n")
             elif level != "info":
                 detail = " ".join(f"{k}={v}" for k, v in fields.items())
-                self._clear_status()
+                self._status.clear()
                 self.stream.write(f"{level}: {event} {detail}\n")
             self.stream.flush()
 
@@ -86,9 +109,7 @@ class Reporter:
     def close(self) -> None:
         with self._lock:
             self._draw(force=True)
-            if self._status_shown:
-                self.stream.write("\n")
-                self._status_shown = False
+            self._status.end()
 
     def _draw(self, *, force: bool = False) -> None:
         if self.json_lines:
@@ -106,10 +127,4 @@ class Reporter:
             f"projects {c.projects_done}/{c.projects_total} ({c.projects_failed} failed)  files {c.files}  "
             f"{_human_bytes(c.bytes)}  {_human_bytes(c.bytes / elapsed)}/s  ETA {eta}"
         )
-        self.stream.write("\r\x1b[2K" + line)
-        self.stream.flush()
-        self._status_shown = True
-
-    def _clear_status(self) -> None:
-        if self._status_shown:
-            self.stream.write("\r\x1b[2K")
+        self._status.show(line)

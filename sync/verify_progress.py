@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from sync.claims import ClaimSpill
+from sync.progress import StatusLine
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_SECONDS = 30.0
@@ -97,7 +98,7 @@ class VerifyProgress:
         self.json_lines = not self.stream.isatty() if json_lines is None else json_lines
         self.started = time.monotonic()
         self._last = 0.0
-        self._status_shown = False
+        self._status = StatusLine(self.stream)
 
     def update(self, counts: dict[str, Any], *, force: bool = False) -> None:
         now = time.monotonic()
@@ -113,22 +114,17 @@ class VerifyProgress:
             f"{counts['phase']}: projects {counts['projects']}  objects {counts['objects']}  "
             f"problems {counts['problems']}  {rate:.0f} objects/s"
         )
-        self.stream.write("\r\x1b[2K" + line)
-        self.stream.flush()
-        self._status_shown = True
+        self._status.show(line)
 
     def clear(self) -> None:
         """Clear the status line before a finding is printed to the same terminal."""
-        if self._status_shown:
-            self.stream.write("\r\x1b[2K")
-            self._status_shown = False
+        self._status.clear()
 
     def summary(self, counts: dict[str, Any]) -> None:
         if self.json_lines:
             self._write_json("summary", counts)
-        elif self._status_shown:
-            self.stream.write("\n")
-            self._status_shown = False
+        else:
+            self._status.end()
         self.stream.flush()
 
     def _write_json(self, event: str, counts: dict[str, Any]) -> None:
