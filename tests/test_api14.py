@@ -341,7 +341,7 @@ def test_the_public_url_must_be_a_secure_origin(tmp_path, value, accepted):
             MirrorConfig(dest=str(tmp_path), public_url=value)
         with pytest.raises(ConfigError, match="PYPI_CDN_PUBLIC_URL"):
             settings_from_env({"PYPI_CDN_DEST": str(tmp_path), "PYPI_CDN_PUBLIC_URL": value})
-        assert cli_main(["mirror", "--upstream", "https://pypi.org", "--dest", str(tmp_path), "--public-url", value])
+        assert cli_main(["mirror", "--upstream", "http://127.0.0.1:9", "--dest", str(tmp_path), "--public-url", value])
     else:
         assert MirrorConfig(dest=str(tmp_path), public_url=value).public_url == accepted
         assert settings_from_env({"PYPI_CDN_DEST": str(tmp_path), "PYPI_CDN_PUBLIC_URL": value}).mirror.public_url
