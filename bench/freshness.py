@@ -47,15 +47,14 @@ from sync.handlers import Deadline, Runtime
 from sync.invalidation import (
     FREE_PATHS_PER_MONTH,
     PRICE_PER_PATH_USD,
-    USAGE_KEY,
     EdgeSettings,
     InvalidationMode,
     current_month,
 )
 from sync.lambda_settings import HandlerSettings
+from sync.layout import INVALIDATION_USAGE_KEY, PAGE_CACHE_CONTROL
 from sync.models import normalize_project_name
 from sync.progress import Reporter
-from sync.storage import PAGE_CACHE_CONTROL
 from tests.upstream.corpus import build_corpus
 from tests.upstream.server import UpstreamServer
 
@@ -182,10 +181,10 @@ class Bench:
         s3 = boto3.client("s3", endpoint_url=self.endpoint)
         mode = InvalidationMode.TARGETED if config.mode == "exhausted" else InvalidationMode(config.mode)
         edge_settings = EdgeSettings(mode, BUDGET_USD)
-        s3.delete_object(Bucket=BUCKET, Key=USAGE_KEY)
+        s3.delete_object(Bucket=BUCKET, Key=INVALIDATION_USAGE_KEY)
         if config.mode == "exhausted":
             spent = f'{{"month": "{current_month()}", "paths": {edge_settings.monthly_path_allowance}}}'
-            s3.put_object(Bucket=BUCKET, Key=USAGE_KEY, Body=spent.encode())
+            s3.put_object(Bucket=BUCKET, Key=INVALIDATION_USAGE_KEY, Body=spent.encode())
         sqs = boto3.client("sqs", endpoint_url=self.endpoint)
         queue_url = sqs.create_queue(
             QueueName=f"freshness-{config.mode}-{config.rate}", Attributes={"VisibilityTimeout": "60"}

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from sync import render
-from sync.storage import FolderStorage, content_type_for, put_chunks
+from sync.layout import content_type_for
+from sync.storage import FolderStorage, put_chunks
 
 
 def high_water_mb() -> float:

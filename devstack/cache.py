@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from infra.cache_ttls import ERROR_CACHING_SECONDS, PAGES_TTLS, STATUS_TTLS, CacheTtls
-from sync.storage import STATUS_KEY
+from sync.layout import FILES_PREFIX, STATUS_KEY, edge_path
 
 MAX_CACHED_BYTES = 8 * 1024 * 1024
-IMMUTABLE_PREFIX = "/packages/"
+IMMUTABLE_PREFIX = edge_path(FILES_PREFIX)
 UNCACHED_DIRECTIVES = frozenset({"no-store", "no-cache", "private"})
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 from devstack.cache import CachedObject, EdgeCache, Lookup
 from devstack.invalidations import COMPLETE_SECONDS, EFFECT_SECONDS, InvalidationApi, InvalidationLedger
 from infra.edge import VIEWER_REQUEST_JS
-from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL, content_type_for
+from sync.layout import PAGES_PREFIX, cache_control_for, content_type_for
 
 FUNCTION_RUNNER_JS = Path(__file__).resolve().with_name("function_runner.js")
 NODE_HINT = "install Node.js 18 or newer (Debian/Ubuntu: apt-get install nodejs)"
@@ -194,7 +194,7 @@ class FolderOrigin:
             body=body,
             size=stat.st_size,
             content_type=content_type_for(key),
-            cache_control=PAGE_CACHE_CONTROL if key.startswith("simple/") else FILE_CACHE_CONTROL,
+            cache_control=cache_control_for(key),
             etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
         )
 
@@ -283,7 +283,7 @@ class _EdgeRequestHandler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", found.cache_control)
         if found.etag:
             self.send_header("ETag", found.etag)
-        if key.startswith("simple/"):
+        if key.startswith(PAGES_PREFIX):
             self.send_header("Vary", "Accept")
         if not not_modified:
             self.send_header("Content-Length", str(found.size))
@@ -299,7 +299,7 @@ class _EdgeRequestHandler(BaseHTTPRequestHandler):
         for name, value in (("Cache-Control", cached.cache_control), ("ETag", cached.etag)):
             if value:
                 self.send_header(name, value)
-        if key.startswith("simple/") and cached.status == HTTPStatus.OK:
+        if key.startswith(PAGES_PREFIX) and cached.status == HTTPStatus.OK:
             self.send_header("Vary", "Accept")
         self.send_header("Age", str(int(lookup.age)))
         self.send_header("X-Cache", f"{lookup.result} from cloudfront")

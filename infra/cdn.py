@@ -21,7 +21,7 @@ import pulumi_aws as aws
 from infra.cache_ttls import ERROR_CACHING_SECONDS, FILES_TTLS, PAGES_TTLS, STATUS_TTLS, CacheTtls
 from infra.edge import VIEWER_REQUEST_JS
 from infra.origin import deny_insecure_transport, private_bucket
-from sync.storage import STATUS_KEY
+from sync.layout import STATUS_KEY
 
 CLOUDFRONT_REGION = "us-east-1"  # ACM certificates for CloudFront and CloudFront's log delivery live here
 STATUS_PATH = f"/{STATUS_KEY}"  # the mirror's public status, rewritten by every planner pass

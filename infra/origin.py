@@ -9,9 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from sync.storage import STATUS_KEY
-
-PUBLIC_PREFIXES = ("simple/", "packages/")  # what CloudFront may read; the sync's state prefix stays private
+from sync.layout import PUBLIC_PREFIXES, STATUS_KEY
 
 
 def deny_insecure_transport(bucket_arn: str) -> dict[str, Any]:

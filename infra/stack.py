@@ -31,7 +31,7 @@ from infra.dns import HEALTH_METRIC_REGION, Dns, DnsArgs
 from infra.origin import Origin, OriginArgs
 from infra.redirectors import Redirectors, RedirectorsArgs
 from infra.sync_function import SyncFunction, SyncFunctionArgs
-from sync.storage import STATUS_KEY
+from sync.layout import STATUS_KEY
 
 UV_INDEX_NAME = "pypi-cdn"
 

@@ -19,14 +19,13 @@ import pulumi_aws as aws
 
 from infra.bundle import Bundle
 from infra.redirectors import assume_role_policy
-from sync.storage import STATE_PREFIX, STATUS_KEY
+from sync.layout import MIRROR_PREFIXES, STATUS_KEY
 
 RUNTIME = "python3.13"
 ARCHITECTURE = "arm64"
 SERVICE_NAME = "pypi-cdn-sync"  # POWERTOOLS_SERVICE_NAME: the `service` dimension of every metric
 METRICS_NAMESPACE = "pypi-cdn"
 LAG_METRIC = "MirrorLagSeconds"
-MIRROR_PREFIXES = ("simple/", "packages/", STATE_PREFIX)
 LOG_RETENTION_DAYS = 30
 PLANNER_TIMEOUT = 240  # seconds; the planner's lease (PLANNER_LEASE_TTL) must outlive its longest run
 PLANNER_LEASE_TTL = 300

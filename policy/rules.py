@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sync.layout import MIRROR_PREFIXES
+
 Props = Mapping[str, Any]
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -51,7 +53,6 @@ WEB_PORTS = frozenset({80, 443})
 WEB_PROTOCOLS = frozenset({"tcp", "udp", "6", "17"})
 SSH_PORT = 22
 # Key prefixes the stack's code reads and writes: the served index and files, and the sync's private state.
-BUCKET_PREFIXES = ("simple/", "packages/", ".pypi-cdn/")
 BUCKET_KEYS = ("status.json",)  # single objects besides: the mirror's public status, which the planner writes
 CLOUDFRONT_SERVICE = "cloudfront.amazonaws.com"
 # Services that write access logs into a bucket when its policy lets them.
@@ -570,7 +571,7 @@ def _allowed_iam_resources(resources: Sequence[DeclaredResource]) -> tuple[set[s
         if resource.type == BUCKET:
             exact.add(str(arn))
             exact.update(f"{arn}/{key}" for key in BUCKET_KEYS)
-            prefixes.extend(f"{arn}/{prefix}" for prefix in BUCKET_PREFIXES)
+            prefixes.extend(f"{arn}/{prefix}" for prefix in MIRROR_PREFIXES)
         elif resource.type == LOG_GROUP:
             exact.add(str(arn))
             prefixes.append(f"{arn}:")

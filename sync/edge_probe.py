@@ -24,13 +24,14 @@ from urllib.parse import quote
 
 import urllib3
 
+from sync.layout import JSON_PAGE
+
 SAMPLE_PER_PASS = 5
 MAX_PENDING = 50
 GIVE_UP_SECONDS = 900.0
 READ_TIMEOUT = urllib3.Timeout(connect=2.0, read=5.0)
 MAX_PAGE_BYTES = 64 * 1024 * 1024  # PyPI's largest project pages are a few MB
 READ_THREADS = 8
-JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class EdgeProbe:
         url = f"{self.base_url}/simple/{quote(probe.project)}/"
         try:
             response = self.http.request(
-                "GET", url, headers={"Accept": JSON_ACCEPT}, preload_content=False, redirect=False
+                "GET", url, headers={"Accept": JSON_PAGE}, preload_content=False, redirect=False
             )
             try:
                 body = response.read(MAX_PAGE_BYTES + 1) if response.status == 200 else b""

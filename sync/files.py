@@ -22,24 +22,21 @@ from typing import BinaryIO
 
 import urllib3.exceptions
 
+from sync.layout import BINARY, FILE_CACHE_CONTROL, PRIVATE_CACHE_CONTROL, content_type_for, shared_marker_key
 from sync.models import DistFile, ProjectPage
 from sync.progress import Reporter
 from sync.provenance import provenance_objects
 from sync.storage import (
-    FILE_CACHE_CONTROL,
-    STATE_PREFIX,
     ChecksumMismatch,
     Inspector,
     PreconditionFailed,
     Storage,
     StorageError,
     UnstorableKey,
-    content_type_for,
     sha256_of,
 )
 from sync.upstream import UpstreamClient, UpstreamError
 
-SHARED_PREFIX = STATE_PREFIX + "shared/"  # `<prefix><key>`: more than one page may name the object at `key`
 # What can go wrong while fetching one file and is worth another try.
 RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)
 # A wheel's `.metadata` (PEP 658) is its top-level `<name>-<version>.dist-info/METADATA`, byte for byte.
@@ -144,7 +141,7 @@ class FileStore:
         for key in objects_named(old_page):
             if key in keep:
                 continue
-            if self.storage.head(SHARED_PREFIX + key) is not None:
+            if self.storage.head(shared_marker_key(key)) is not None:
                 self.reporter.event("shared_file_kept", key=key)
                 continue
             self.storage.delete(key)
@@ -256,7 +253,7 @@ class FileStore:
         if digest != dist.sha256:
             raise StoredObjectConflict(dist.key, digest, dist.sha256)
         self.storage.put_bytes(
-            SHARED_PREFIX + dist.key, b"", content_type="application/octet-stream", cache_control="no-store"
+            shared_marker_key(dist.key), b"", content_type=BINARY, cache_control=PRIVATE_CACHE_CONTROL
         )
         return size, False
 

@@ -42,21 +42,28 @@ from sync.config import MirrorConfig
 from sync.edge_probe import EdgeProbe, Probe
 from sync.invalidation import EdgeRefresher
 from sync.lambda_settings import HandlerSettings, settings_from_env
+from sync.layout import (
+    BINARY,
+    PRIVATE_CACHE_CONTROL,
+    ROSTER_PREFIX,
+    STATE_KEY,
+    page_keys,
+    project_lease_key,
+    roster_key,
+)
 from sync.lease import Lease, LeaseHeld, acquire
 from sync.mirror import Mirror, Outcome, Plan, ProjectResult, record_result
 from sync.models import InvalidInput, normalize_project_name
 from sync.progress import Reporter
 from sync.project_status import is_quarantined
 from sync.render import parse_published_json
-from sync.state import STATE_KEY, MirrorState, ProjectState, load_state, save_state
+from sync.state import MirrorState, ProjectState, load_state, save_state
 from sync.status import pass_status, previous_sync, write_status
-from sync.storage import STATE_PREFIX, StorageError, open_storage
+from sync.storage import StorageError, open_storage
 from sync.upstream import UpstreamClient
 
 LAG_METRIC = "MirrorLagSeconds"
 EDGE_LAG_METRIC = "EdgeLagSeconds"  # from the upstream change to the CDN serving it (sync/edge_probe.py)
-ROSTER_PREFIX = STATE_PREFIX + "roster/"
-PROJECT_LEASE_PREFIX = STATE_PREFIX + "leases/"
 PROJECT_LEASE_TTL = 900.0  # the longest a Lambda invocation can run, so a live sync never loses its lease
 PROJECT_LEASE_WAIT = 10.0  # seconds a duplicate delivery waits for the other sync before it is retried later
 SQS_BATCH = 10  # SendMessageBatch's maximum
@@ -190,7 +197,7 @@ class ProjectSyncer:
 
     def _project_lease(self, project: str, ttl: float = PROJECT_LEASE_TTL) -> Lease:
         """The project's lease, waiting up to `lease_wait` seconds for another sync of it to finish."""
-        key = f"{PROJECT_LEASE_PREFIX}{project}.json"
+        key = project_lease_key(project)
         give_up = time.monotonic() + self.lease_wait
         pause = 0.05
         while True:
@@ -205,7 +212,7 @@ class ProjectSyncer:
     def _published_serial(self, project: str) -> tuple[bool, int | None, bool]:
         """(whether a page is published, its `_last-serial`: the floor below which no upstream page is taken,
         whether it is a PEP 792 quarantine)."""
-        found = self.storage.get_bytes(f"simple/{project}/index.v1_json")
+        found = self.storage.get_bytes(page_keys(project)[0])
         if found is None:
             return False, None, False
         try:
@@ -228,12 +235,12 @@ class ProjectSyncer:
             changes.append(("quarantined", "released") if result.quarantined else ("released", "quarantined"))
         for write, drop in changes:
             if drop is not None:
-                self.storage.delete(f"{ROSTER_PREFIX}{result.name}.{drop}")
+                self.storage.delete(roster_key(result.name, drop))
             self.storage.put_bytes(
-                f"{ROSTER_PREFIX}{result.name}.{write}",
+                roster_key(result.name, write),
                 b"",
-                content_type="application/octet-stream",
-                cache_control="no-store",
+                content_type=BINARY,
+                cache_control=PRIVATE_CACHE_CONTROL,
             )
 
 

@@ -21,16 +21,23 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sync.layout import (
+    INVALIDATION_USAGE_KEY,
+    PRIVATE_CACHE_CONTROL,
+    ROOT_HTML_KEY,
+    ROOT_JSON_KEY,
+    edge_path,
+    page_keys,
+)
 from sync.progress import Reporter
-from sync.storage import STATE_PREFIX, PreconditionFailed, Storage, StorageError
+from sync.storage import PreconditionFailed, Storage, StorageError
 
 FREE_PATHS_PER_MONTH = 1000
 PRICE_PER_PATH_USD = 0.005
 MAX_PATHS_IN_FLIGHT = 3000
 MAX_WILDCARDS_IN_FLIGHT = 15
 WILDCARD_PATH = "/simple/*"
-ROOT_PATHS = ("/simple/index.html", "/simple/index.v1_json")
-USAGE_KEY = STATE_PREFIX + "invalidations.json"
+ROOT_PATHS = (edge_path(ROOT_HTML_KEY), edge_path(ROOT_JSON_KEY))
 IN_FLIGHT_WINDOW = timedelta(hours=1)  # invalidations finish in minutes; older ones are not read
 USAGE_WRITE_ATTEMPTS = 8  # conditional-write retries when other workers update the count at the same moment
 
@@ -68,7 +75,7 @@ class RefreshResult:
 
 def edge_paths(projects: Iterable[str], *, root: bool) -> list[str]:
     """The cache keys of the given projects' pages (normalized names), and of the root pages when `root`."""
-    paths = [f"/simple/{name}/{page}" for name in sorted(set(projects)) for page in ("index.html", "index.v1_json")]
+    paths = [edge_path(key) for name in sorted(set(projects)) for key in reversed(page_keys(name))]
     return [*ROOT_PATHS, *paths] if root else paths
 
 
@@ -177,21 +184,21 @@ class EdgeRefresher:
             body = json.dumps({"month": self.month(), "paths": used + len(chosen)}).encode()
             try:
                 self.storage.put_bytes(
-                    USAGE_KEY,
+                    INVALIDATION_USAGE_KEY,
                     body,
                     content_type="application/json",
-                    cache_control="no-store",
+                    cache_control=PRIVATE_CACHE_CONTROL,
                     if_match=etag,
                     if_none_match=etag is None,
                 )
             except PreconditionFailed:
                 continue
             return chosen, reason
-        raise StorageError(f"{USAGE_KEY}: still contended after {USAGE_WRITE_ATTEMPTS} attempts")
+        raise StorageError(f"{INVALIDATION_USAGE_KEY}: still contended after {USAGE_WRITE_ATTEMPTS} attempts")
 
     def _read_usage(self) -> tuple[int, str | None]:
         """(paths used this month, etag of the usage object or None when absent)."""
-        found = self.storage.get_bytes(USAGE_KEY)
+        found = self.storage.get_bytes(INVALIDATION_USAGE_KEY)
         if found is None:
             return 0, None
         data, etag = found
@@ -199,5 +206,7 @@ class EdgeRefresher:
             usage = json.loads(data)
             used = int(usage["paths"]) if usage["month"] == self.month() else 0
         except (ValueError, KeyError, TypeError) as error:  # fail closed: an unknown count could overspend
-            raise StorageError(f"{USAGE_KEY}: unreadable invalidation count ({error}); delete it to reset") from None
+            raise StorageError(
+                f"{INVALIDATION_USAGE_KEY}: unreadable invalidation count ({error}); delete it to reset"
+            ) from None
         return used, etag

@@ -14,9 +14,9 @@ import time
 from datetime import UTC, datetime
 from types import TracebackType
 
-from sync.storage import STATE_PREFIX, PreconditionFailed, Storage
+from sync.layout import LEASE_KEY, PRIVATE_CACHE_CONTROL
+from sync.storage import PreconditionFailed, Storage
 
-LEASE_KEY = STATE_PREFIX + "lease.json"
 ACQUIRE_ATTEMPTS = 4  # each lost race re-reads the lease; a live one then ends the attempt
 
 
@@ -106,7 +106,7 @@ def _write(storage: Storage, key: str, body: bytes, *, if_match: str | None = No
             key,
             body,
             content_type="application/json",
-            cache_control="no-store",
+            cache_control=PRIVATE_CACHE_CONTROL,
             if_match=if_match,
             if_none_match=if_match is None,
         )

@@ -21,6 +21,7 @@ from sync import render
 from sync.config import MirrorConfig
 from sync.files import FileStore, drop_unstorable
 from sync.filters import filter_page, wants_project
+from sync.layout import PAGE_CACHE_CONTROL, ROOT_HTML_KEY, ROOT_JSON_KEY, content_type_for, page_keys
 from sync.lease import Lease, LeaseLost, acquire
 from sync.listing import ProjectListing
 from sync.models import InvalidInput, ProjectPage, normalize_project_name
@@ -28,16 +29,8 @@ from sync.progress import Reporter
 from sync.project_status import is_quarantined, withhold_quarantined
 from sync.provenance import ProvenanceMirror, with_published_hashes
 from sync.state import MirrorState, ProjectState, load_state, save_state
-from sync.storage import PAGE_CACHE_CONTROL, PreconditionFailed, Storage, StorageError, content_type_for, put_chunks
+from sync.storage import PreconditionFailed, Storage, StorageError, put_chunks
 from sync.upstream import ProjectNotFound, UpstreamClient, UpstreamError
-
-ROOT_HTML_KEY = "simple/index.html"
-ROOT_JSON_KEY = "simple/index.v1_json"
-
-
-def page_keys(normalized: str) -> tuple[str, str]:
-    """Object keys of a project's (JSON, HTML) pages."""
-    return f"simple/{normalized}/index.v1_json", f"simple/{normalized}/index.html"
 
 
 class Outcome(StrEnum):

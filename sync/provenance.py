@@ -32,9 +32,10 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from sync.layout import INTEGRITY as INTEGRITY_TYPE
+from sync.layout import PAGE_CACHE_CONTROL
 from sync.models import DistFile, InvalidInput, ProjectPage
-from sync.storage import INTEGRITY as INTEGRITY_TYPE
-from sync.storage import PAGE_CACHE_CONTROL, Storage
+from sync.storage import Storage
 
 if TYPE_CHECKING:
     from sync.upstream import UpstreamClient

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import cast
 
+from sync.layout import PRIVATE_CACHE_CONTROL, STATE_KEY
 from sync.listing import SortedTable, encode_name
 from sync.models import MAX_SERIAL
-from sync.storage import STATE_PREFIX, ObjectNotFound, Storage, StorageError, put_chunks
+from sync.storage import ObjectNotFound, Storage, StorageError, put_chunks
 
-STATE_KEY = STATE_PREFIX + "state.json"
 STATE_FORMAT = 2
 FOLD_AFTER_CHANGES = 16_384
 MAX_TABLES = 64
@@ -213,7 +213,9 @@ def load_state(storage: Storage) -> MirrorState | None:
 
 
 def save_state(storage: Storage, state: MirrorState) -> None:
-    put_chunks(storage, STATE_KEY, state.json_lines(), content_type="application/json", cache_control="no-store")
+    put_chunks(
+        storage, STATE_KEY, state.json_lines(), content_type="application/json", cache_control=PRIVATE_CACHE_CONTROL
+    )
 
 
 def _stored_row(line: bytes) -> tuple[bytes, bytes]:

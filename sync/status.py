@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
+from sync.layout import STATUS_CACHE_CONTROL, STATUS_KEY
 from sync.render import API_VERSION
-from sync.storage import STATUS_CACHE_CONTROL, STATUS_KEY, Storage
+from sync.storage import Storage
 
 STATUS_MAX_BYTES = 4096  # the previous status is read back; anything bigger is not one of ours
 

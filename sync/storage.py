@@ -20,14 +20,6 @@ from typing import Any, BinaryIO, NoReturn, Protocol, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# Pages: 30 s at the edge and in clients, and no stale-while-revalidate, which hands the first reader after the TTL
-# the old page (for a rarely-read page, the only reader); stale only when S3 fails (bench/README.md §10).
-PAGE_CACHE_CONTROL = "public, max-age=30, stale-if-error=86400"
-STATE_PREFIX = ".pypi-cdn/"  # private: the CDN never serves it; holds the lease and sync state
-STATUS_KEY = "status.json"  # public: the mirror's status (sync/status.py), rewritten by every planner pass
-STATUS_CACHE_CONTROL = "public, max-age=10"  # a status read at the edge is at most seconds old
-
 COPY_CHUNK = 1024 * 1024  # bytes read from a source stream at a time
 # Spools (S3 uploads, root pages, the state) stay in RAM up to this size, then spill to a temp file: with a file
 # thread per upload, 2 x workers of them can be full at once.
@@ -35,16 +27,6 @@ SPOOL_IN_MEMORY = 1024 * 1024
 DEFAULT_S3_CONNECTIONS = 32  # size the pool at least to the number of threads that share one S3Storage
 S3_MAX_ATTEMPTS = 5  # tries in all; "standard" mode retries 5xx, SlowDown, throttling and dropped connections
 
-HTML_PAGE = "text/html; charset=utf-8"  # browsers and old pip need text/html for index.html (PEP 503)
-JSON_PAGE = "application/vnd.pypi.simple.v1+json"  # PEP 691
-BINARY = "application/octet-stream"  # distribution files and .metadata: never re-encoded by the edge
-INTEGRITY = "application/vnd.pypi.integrity.v1+json"  # PEP 740 provenance documents, `<file>.provenance`
-CONTENT_TYPES_BY_SUFFIX = {
-    "index.html": HTML_PAGE,
-    "index.v1_json": JSON_PAGE,
-    ".json": "application/json",
-    ".provenance": INTEGRITY,
-}
 
 BUCKET_NAME = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 IPV4_LIKE = re.compile(r"\A\d+\.\d+\.\d+\.\d+\Z")
@@ -154,14 +136,6 @@ class Storage(Protocol):
     def describe(self) -> str:
         """The destination as the user wrote it, for messages."""
         ...
-
-
-def content_type_for(key: str) -> str:
-    """The Content-Type an object is served with, chosen from its key."""
-    for suffix, content_type in CONTENT_TYPES_BY_SUFFIX.items():
-        if key.endswith(suffix):
-            return content_type
-    return BINARY
 
 
 def validate_key(key: str) -> str:

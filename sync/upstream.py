@@ -26,6 +26,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from sync.config import PYPI_FILE_HOST
 from sync.filters import file_version
+from sync.layout import FILES_PREFIX, HTML_PAGE_V1, JSON_PAGE, edge_path, hashed_file_key
 from sync.listing import ProjectListing
 from sync.models import (
     MAX_SERIAL,
@@ -54,9 +55,8 @@ LOG = logging.getLogger(__name__)
 __all__ = ["UpstreamError"]  # defined in sync.transport, raised and caught under this module's name
 
 PROJECT_URL = "https://github.com/pypi-cdn/pypi-cdn"
-JSON_PAGE_TYPE = "application/vnd.pypi.simple.v1+json"
-HTML_PAGE_TYPES = frozenset({"text/html", "application/vnd.pypi.simple.v1+html"})
-PAGE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+HTML_PAGE_TYPES = frozenset({"text/html", HTML_PAGE_V1})
+PAGE_ACCEPT = f"{JSON_PAGE}, {HTML_PAGE_V1};q=0.2, text/html;q=0.01"
 SUPPORTED_API_MAJOR = "1"
 SERIAL_HEADER = "X-PyPI-Last-Serial"
 
@@ -198,7 +198,7 @@ class UpstreamClient:
 
         def read(response: Response) -> ProjectListing:
             content_type = response.headers.get("Content-Type", "")
-            if _media_type(content_type) == JSON_PAGE_TYPE:
+            if _media_type(content_type) == JSON_PAGE:
                 entries = _listing_from_json(response)
             else:
                 entries = ((name, None) for name in _listing_from_html(response, _charset(content_type)))
@@ -309,7 +309,7 @@ class UpstreamClient:
     def _parse_project(self, fetched: _Fetched, normalized: str) -> ProjectPage:
         media = _media_type(fetched.content_type)
         locate = http_locator(fetched.url, normalized, self.file_hosts)
-        if media == JSON_PAGE_TYPE:
+        if media == JSON_PAGE:
             document = load_json(fetched.body, f"page of {normalized!r}")  # empties the body: never held twice
             return parse_json_page(
                 document, project=normalized, locate=locate, strict=False, serial=fetched.serial, etag=fetched.etag
@@ -384,10 +384,7 @@ def http_locator(page_url: str, project: str, hosts: Iterable[str]) -> Locate:
         path = unquote(parts.path)
         if path.rsplit("/", 1)[-1] != filename:
             raise InvalidInput(f"{project}: file {filename!r}: URL {raw_url!r} names another file")
-        if path.startswith("/packages/"):
-            key = path[1:]
-        else:
-            key = f"packages/{sha256[:2]}/{sha256[2:4]}/{sha256[4:]}/{filename}"
+        key = path[1:] if path.startswith(edge_path(FILES_PREFIX)) else hashed_file_key(sha256, filename)
         check_key(project, filename, key)
         return url, key
 

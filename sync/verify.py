@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sync.claims import KeyClaims, Shard
-from sync.lease import LEASE_KEY
+from sync.layout import FILES_PREFIX, LEASE_KEY
 from sync.storage import ObjectInfo, Storage, StorageError, sha256_of
 from sync.verify_pages import RootCheck, project_dirs, read_project, retrying
 from sync.verify_progress import Checkpoint, VerifyProgress
@@ -230,7 +230,7 @@ def _in_order(items: Iterable[Item], work: Callable[[Item], Result], workers: in
 
 
 def _stored(storage: Storage, after: str, upper: str | None) -> Iterator[ObjectInfo]:
-    for info in storage.list("packages/", start_after=after):
+    for info in storage.list(FILES_PREFIX, start_after=after):
         if upper is not None and info.key > upper:
             return
         yield info

@@ -15,13 +15,11 @@ import ijson
 
 from sync import render
 from sync.claims import Claim, claims_of
+from sync.layout import PAGE_NAMES, ROOT_HTML_KEY, ROOT_JSON_KEY, STATE_KEY, page_keys
 from sync.listing import SortedTable, encode_name
-from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, page_keys
 from sync.project_status import is_quarantined
-from sync.state import STATE_KEY
 from sync.storage import ObjectNotFound, Storage, StorageError
 
-PAGE_NAMES = frozenset({"index.html", "index.v1_json"})
 STATE_HEADER_MAX_BYTES = 64 * 2**20  # the state's first line: its serial and the projects awaiting a retry
 ROOT_READ_CHUNK = 256 * 1024
 

@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from sync import render
-from sync.mirror import ROOT_HTML_KEY, ROOT_JSON_KEY, page_keys
+from sync.layout import (
+    BINARY,
+    FILE_CACHE_CONTROL,
+    PAGE_CACHE_CONTROL,
+    ROOT_HTML_KEY,
+    ROOT_JSON_KEY,
+    content_type_for,
+    page_keys,
+)
 from sync.models import DistFile, ProjectPage
-from sync.storage import BINARY, FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL, Storage, content_type_for, put_chunks
+from sync.storage import Storage, put_chunks
 
 
 @dataclass(frozen=True)

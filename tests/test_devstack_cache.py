@@ -20,8 +20,9 @@ from devstack.edge import EdgeServer, FolderOrigin
 from devstack.invalidations import COMPLETE_SECONDS, EFFECT_SECONDS, InvalidationApi, InvalidationLedger
 from infra.cache_ttls import ERROR_CACHING_SECONDS, PAGES_TTLS, STATUS_TTLS, CacheTtls
 from sync.invalidation import EdgeRefresher, EdgeSettings, InvalidationMode
+from sync.layout import PAGE_CACHE_CONTROL
 from sync.progress import Reporter
-from sync.storage import PAGE_CACHE_CONTROL, open_storage
+from sync.storage import open_storage
 
 PAGE = "/simple/demo/index.v1_json"
 

@@ -19,7 +19,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from devstack.edge import EdgeError, EdgeServer, FolderOrigin, S3Origin, ViewerRequestFunction
-from sync.storage import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL
+from sync.layout import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL
 from tests.upstream.corpus import installable_wheel
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (apt-get install nodejs)")

@@ -22,8 +22,9 @@ from devstack.stack import BUCKET as STACK_BUCKET
 from devstack.stack import LocalStack
 from infra.cache_ttls import STATUS_TTLS
 from infra.edge.render import RedirectorSettings
+from sync.layout import STATUS_CACHE_CONTROL
 from sync.state import load_state
-from sync.storage import STATUS_CACHE_CONTROL, open_storage
+from sync.storage import open_storage
 from tests.upstream.corpus import installable_wheel
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sync import cli
-from sync.files import SHARED_PREFIX
+from sync.layout import SHARED_PREFIX
 from sync.state import load_state
 from tests.fixtures.s3 import S3Destination
 from tests.test_faults_upstream import PERSISTENT, FaultRig, synced_rig, use_fast_client

@@ -17,8 +17,7 @@ import pytest
 from botocore.retries.standard import ExponentialBackoff
 
 from sync import cli
-from sync.lease import LEASE_KEY
-from sync.state import STATE_KEY
+from sync.layout import LEASE_KEY, STATE_KEY
 from sync.storage import TEMP_FILE
 from sync.verify import verify_mirror
 from tests.fixtures.s3 import S3Destination

@@ -18,23 +18,15 @@ import pytest
 from devstack.stack import lambda_context, sqs_event
 from sync import handlers
 from sync.config import ConfigError, MirrorConfig
-from sync.handlers import (
-    LAG_METRIC,
-    ROSTER_PREFIX,
-    Deadline,
-    JobError,
-    Outcome,
-    ProjectJob,
-    ProjectSyncer,
-    run_local,
-)
+from sync.handlers import LAG_METRIC, Deadline, JobError, Outcome, ProjectJob, ProjectSyncer, run_local
 from sync.invalidation import InvalidationMode
 from sync.lambda_settings import per_invocation_concurrency, settings_from_env
+from sync.layout import ROSTER_PREFIX, STATUS_CACHE_CONTROL, STATUS_KEY
 from sync.lease import LeaseHeld, acquire
 from sync.mirror import Mirror
 from sync.progress import Reporter
 from sync.state import load_state, save_state
-from sync.storage import STATUS_CACHE_CONTROL, STATUS_KEY, open_storage
+from sync.storage import open_storage
 from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
 from tests.s3proxy import Fault as S3Fault

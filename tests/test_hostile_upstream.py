@@ -26,7 +26,8 @@ import pytest
 
 from bench import hostile_memory
 from sync import cli, transport
-from sync.state import STATE_KEY, MirrorState
+from sync.layout import STATE_KEY
+from sync.state import MirrorState
 from sync.storage import StorageError, open_storage
 from sync.transport import DeadlineExceeded, allowed_origins, forbidden_address
 from sync.upstream import UpstreamClient, UpstreamError

@@ -21,7 +21,7 @@ import pytest
 from infra.edge import VIEWER_REQUEST_JS
 from infra.edge.render import RedirectorSettings, render_user_data
 from infra.stack import OUTPUTS
-from sync.storage import STATUS_CACHE_CONTROL
+from sync.layout import STATUS_CACHE_CONTROL
 from tests.infra_mocks import ACCOUNT_ID, AMI_ID, AVAILABILITY_ZONES, CLOUDFRONT_ZONE_ID, ZONE_ID, run_stack
 
 DOMAIN = "pypi.example.org"

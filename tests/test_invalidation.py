@@ -18,7 +18,6 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from sync.invalidation import (
     MAX_PATHS_IN_FLIGHT,
     MAX_WILDCARDS_IN_FLIGHT,
-    USAGE_KEY,
     WILDCARD_PATH,
     EdgeRefresher,
     EdgeSettings,
@@ -28,6 +27,7 @@ from sync.invalidation import (
     current_month,
     edge_paths,
 )
+from sync.layout import INVALIDATION_USAGE_KEY
 from sync.progress import Reporter
 from sync.storage import StorageError, open_storage
 
@@ -156,7 +156,7 @@ def test_targeted_refresh_invalidates_exact_paths_and_counts_them(cloudfront, tm
     assert result.invalidation_id
     assert cloudfront.invalidations() == [expected]
     assert edge.paths_used() == 4
-    assert json.loads(edge.storage.get_bytes(USAGE_KEY)[0]) == {"month": "2025-11", "paths": 4}
+    assert json.loads(edge.storage.get_bytes(INVALIDATION_USAGE_KEY)[0]) == {"month": "2025-11", "paths": 4}
 
 
 def test_budget_exhaustion_falls_back_to_wildcard_then_ttl(cloudfront, tmp_path):
@@ -229,7 +229,9 @@ def test_a_cloudfront_error_is_reported_not_raised(cloudfront, tmp_path):
 
 def test_an_unreadable_count_fails_closed(cloudfront, tmp_path):
     edge = refresher(cloudfront, tmp_path)
-    edge.storage.put_bytes(USAGE_KEY, b"{not json", content_type="application/json", cache_control="no-store")
+    edge.storage.put_bytes(
+        INVALIDATION_USAGE_KEY, b"{not json", content_type="application/json", cache_control="no-store"
+    )
     assert edge.refresh(["a"]).paths == ()
     assert cloudfront.invalidations() == []
     with pytest.raises(StorageError, match="unreadable invalidation count"):

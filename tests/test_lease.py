@@ -9,7 +9,8 @@ from datetime import datetime
 
 import pytest
 
-from sync.lease import LEASE_KEY, Lease, LeaseHeld, LeaseLost, acquire
+from sync.layout import LEASE_KEY
+from sync.lease import Lease, LeaseHeld, LeaseLost, acquire
 from sync.storage import Storage, open_storage
 from tests import s3proxy
 

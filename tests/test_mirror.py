@@ -18,11 +18,12 @@ from sync import mirror as mirror_module
 from sync import render
 from sync.config import MirrorConfig
 from sync.files import METADATA_MAX_BYTES, wheel_metadata
+from sync.layout import BINARY, FILE_CACHE_CONTROL, STATE_KEY
 from sync.lease import LeaseHeld, acquire
 from sync.mirror import Mirror, Outcome, ProjectResult, RunResult
 from sync.progress import Reporter
-from sync.state import STATE_KEY, load_state
-from sync.storage import BINARY, FILE_CACHE_CONTROL, Storage, open_storage
+from sync.state import load_state
+from sync.storage import Storage, open_storage
 from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
 from tests.upstream.corpus import installable_wheel

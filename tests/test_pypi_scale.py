@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sync.state import STATE_KEY, ProjectState, load_state
-from sync.storage import STATE_PREFIX, FolderStorage
+from sync.layout import STATE_KEY, STATE_PREFIX
+from sync.state import ProjectState, load_state
+from sync.storage import FolderStorage
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import UpstreamServer
 

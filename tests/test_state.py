@@ -8,7 +8,8 @@ import random
 import pytest
 
 from sync import state as state_module
-from sync.state import STATE_KEY, MirrorState, ProjectState, ProjectStates, load_state, save_state
+from sync.layout import STATE_KEY
+from sync.state import MirrorState, ProjectState, ProjectStates, load_state, save_state
 from sync.storage import FolderStorage, StorageError
 
 

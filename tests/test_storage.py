@@ -18,12 +18,8 @@ from botocore.config import Config
 from botocore.retries.standard import ExponentialBackoff
 
 from sync import storage as storage_module
+from sync.layout import BINARY, FILE_CACHE_CONTROL, HTML_PAGE, JSON_PAGE, PAGE_CACHE_CONTROL, content_type_for
 from sync.storage import (
-    BINARY,
-    FILE_CACHE_CONTROL,
-    HTML_PAGE,
-    JSON_PAGE,
-    PAGE_CACHE_CONTROL,
     ChecksumMismatch,
     FolderStorage,
     PreconditionFailed,
@@ -31,7 +27,6 @@ from sync.storage import (
     Storage,
     StorageError,
     UnstorableKey,
-    content_type_for,
     open_storage,
 )
 from tests import s3proxy
@@ -586,7 +581,7 @@ def test_moto_stores_a_corrupted_upload_but_reads_catch_it(proxied):
 # ------------------------------------------------------------------------------------------------ memory
 MEASURE = r"""
 import hashlib, sys
-from sync.storage import BINARY, FILE_CACHE_CONTROL, open_storage
+from sync.storage import open_storage
 
 dest, endpoint, size = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
 block = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)

@@ -17,7 +17,7 @@ import pytest
 
 from sync import cli, render
 from sync.claims import Claim, ClaimSpill, Shard
-from sync.mirror import page_keys
+from sync.layout import page_keys
 from sync.storage import Storage, open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
 from sync.verify_progress import CheckpointError, VerifyProgress
