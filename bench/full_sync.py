@@ -1,49 +1,80 @@
-"""Benchmark 6: a first whole-index sync of a PyPI-sized index, to a folder: peak RSS and time of the whole run.
+"""Benchmark 6: a first whole-index sync of a PyPI-sized index, to a folder or to S3: peak RSS, time and requests.
 
 The fake PyPI lists `--projects` file-less projects and has no change feed, so the run reads the root listing, plans
 every project, fetches every page, publishes it, records it in the state and writes the root pages: all that grows
 with the number of projects, without the files' transfer time. `python -m sync mirror` runs as a child process,
-measured by `wait4` (bench.compare's wrapper). Run: .venv/bin/python -m bench.full_sync [--projects 930000]
+measured by `wait4` (bench.compare's wrapper). With `--s3` the destination is a bucket on a moto server (its own
+process), reached through tests/s3proxy.py, which counts the S3 requests by verb.
+Run: .venv/bin/python -m bench.full_sync [--projects 930000] [--s3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
-from bench.compare import run_child
+import boto3
+
+from bench.compare import moto_server, run_child
+from tests.s3proxy import S3Proxy
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import UpstreamServer
+
+BUCKET = "full-sync"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=930_000)
     parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--s3", action="store_true", help="sync to a moto S3 bucket instead of a folder")
     args = parser.parse_args()
     index = FakeIndex()
     index.add_bulk_names(args.projects)
-    with UpstreamServer(index, xmlrpc_enabled=False) as server, tempfile.TemporaryDirectory() as work:
-        dest = Path(work) / "mirror"
-        command = [
-            sys.executable,
-            "-m",
-            "sync",
-            "mirror",
-            "--upstream",
-            server.url,
-            "--dest",
-            str(dest),
-            "--workers",
-            str(args.workers),
-        ]
-        seconds, cpu, peak_mb, code = run_child(command, dict(os.environ), Path(work) / "run.log", timeout=4 * 3600)
-        published = sum(1 for _ in (dest / "simple").iterdir()) - 2 if code == 0 else 0  # less the two root pages
-    print(f"{'projects':>9} {'exit':>4} {'published':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MB':>11}")
-    print(f"{args.projects:>9,} {code:>4} {published:>9,} {seconds:>7.0f} {cpu:>6.0f} {peak_mb:>11.0f}")
+    env = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(UpstreamServer(index, xmlrpc_enabled=False))
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        proxy: S3Proxy | None = None
+        if args.s3:
+            proxy = stack.enter_context(S3Proxy(stack.enter_context(moto_server())))
+            env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=proxy.url,
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",
+            )
+            s3.create_bucket(Bucket=BUCKET)
+            proxy.reset_counts()
+            dest, extra = f"s3://{BUCKET}", ["--endpoint-url", proxy.url]
+        else:
+            dest, extra = str(work / "mirror"), []
+        command = [sys.executable, "-m", "sync", "mirror", "--upstream", server.url, "--dest", dest]
+        command += ["--workers", str(args.workers), *extra]
+        seconds, cpu, peak_mb, code = run_child(command, env, work / "run.log", timeout=4 * 3600)
+        upstream_requests = len(server.requests)
+        s3_requests = proxy.counts if proxy else Counter()
+        if code != 0:
+            published = 0
+        elif proxy:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="simple/", Delimiter="/")
+            published = sum(len(page.get("CommonPrefixes", [])) for page in pages)
+        else:
+            published = sum(1 for _ in (work / "mirror" / "simple").iterdir()) - 2  # less the two root pages
+    print(f"{'dest':>6} {'projects':>9} {'exit':>4} {'published':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MB':>11}")
+    where = "s3" if args.s3 else "folder"
+    print(f"{where:>6} {args.projects:>9,} {code:>4} {published:>9,} {seconds:>7.0f} {cpu:>6.0f} {peak_mb:>11.0f}")
+    per_project = {verb: count / args.projects for verb, count in sorted(s3_requests.items())}
+    print(f"upstream requests: {upstream_requests:,} ({upstream_requests / args.projects:.2f} a project)")
+    if args.s3:
+        print("S3 requests a project: " + ", ".join(f"{verb} {count:.2f}" for verb, count in per_project.items()))
 
 
 if __name__ == "__main__":

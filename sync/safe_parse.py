@@ -137,7 +137,7 @@ def json_listing_values(body: Readable, where: str) -> Iterator[tuple[str, str, 
                     raise InvalidInput(f"{where}: nested deeper than {MAX_LISTING_DEPTH} levels")
                 arrays.append(event == "start_array")
                 path.append("item" if arrays[-1] else "")
-    except ijson.JSONError as error:
+    except (ijson.JSONError, UnicodeDecodeError) as error:  # a lone surrogate escape (`"\\udc00"`) is not UTF-8
         raise InvalidInput(f"{where}: not valid JSON ({str(error).splitlines()[0]})") from None
 
 

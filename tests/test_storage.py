@@ -581,6 +581,7 @@ def test_moto_stores_a_corrupted_upload_but_reads_catch_it(proxied):
 # ------------------------------------------------------------------------------------------------ memory
 MEASURE = r"""
 import hashlib, sys
+from sync.layout import BINARY, FILE_CACHE_CONTROL
 from sync.storage import open_storage
 
 dest, endpoint, size = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
