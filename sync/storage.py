@@ -64,6 +64,15 @@ class UnstorableKey(StorageError):
     """The destination cannot hold an object at this key (a name too long for the file system, or for S3)."""
 
 
+class StoredStream(io.BufferedReader):
+    """What `Storage.open` returns: the object's bytes, buffered, and `etag`, the version of the object this stream
+    reads (same format as `head`'s: it can feed an `if_match`)."""
+
+    def __init__(self, raw: io.RawIOBase, etag: str, buffer_size: int = io.DEFAULT_BUFFER_SIZE):
+        super().__init__(raw, buffer_size=buffer_size)
+        self.etag = etag
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -116,8 +125,8 @@ class Storage(Protocol):
         """Size and etag of an object, or None when absent."""
         ...
 
-    def open(self, key: str) -> BinaryIO:
-        """A stream of the object's bytes; raises ObjectNotFound when absent."""
+    def open(self, key: str) -> StoredStream:
+        """A stream of the object's bytes carrying the etag of the version it reads; ObjectNotFound when absent."""
         ...
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
@@ -421,14 +430,22 @@ class FolderStorage:
             return None
         return ObjectInfo(key, info.st_size, self._etag(info))
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> StoredStream:
+        """The etag comes from fstat of the opened descriptor: the version this stream reads, even if the key is
+        replaced meanwhile (a rename leaves the open file as it was)."""
         path = self._path(key)
         try:
-            return open(path, "rb")  # the caller closes it
+            raw = io.FileIO(path, "rb")
         except OSError as error:
             if _absent_on_disk(error):
                 raise ObjectNotFound(f"{key}: no such object ({path})") from error
             raise StorageError(f"{key}: cannot read {path}: {error.strerror or error}") from error
+        try:
+            etag = self._etag(os.fstat(raw.fileno()))
+        except OSError as error:
+            raw.close()
+            raise StorageError(f"{key}: cannot stat {path}: {error.strerror or error}") from error
+        return StoredStream(raw, etag)  # the caller closes it
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         path = self._path(key)
@@ -661,7 +678,8 @@ class S3Storage:
             self._fail(key, "HEAD", error)
         return ObjectInfo(key, response["ContentLength"], response["ETag"])
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> StoredStream:
+        """The etag is GetObject's: the version this stream reads."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except BOTO_ERRORS as error:
@@ -669,7 +687,7 @@ class S3Storage:
                 raise ObjectNotFound(f"{self.dest}/{key}: no such object") from error
             self._fail(key, "GET", error)
         raw = _S3Stream(response["Body"], lambda error: self._fail(key, "GET", error))
-        return cast(BinaryIO, io.BufferedReader(raw, buffer_size=COPY_CHUNK))
+        return StoredStream(raw, response["ETag"], buffer_size=COPY_CHUNK)
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         try:

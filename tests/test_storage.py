@@ -170,6 +170,21 @@ def test_put_file_verifies_and_stores(storage):
         assert body.read() == data
 
 
+def test_open_carries_the_etag_of_the_version_it_reads(storage):
+    first = put_small(storage, "s/state", b"one")
+    with storage.open("s/state") as stream:
+        assert stream.etag == first == storage.head("s/state").etag
+        second = put_small(storage, "s/state", b"two", if_match=stream.etag)  # the stream's etag feeds a CAS
+        assert stream.read() == b"one"
+        assert stream.etag == first  # still the version this stream reads
+    assert second != first
+    with storage.open("s/state") as stream:
+        assert (stream.etag, stream.read()) == (second, b"two")
+    put(storage, "packages/f.whl", b"content")
+    with storage.open("packages/f.whl") as stream:
+        assert stream.etag == storage.head("packages/f.whl").etag
+
+
 def test_put_file_accepts_unknown_size(storage):
     put(storage, "f", b"abc", size=None)
     assert storage.get_bytes("f")[0] == b"abc"
