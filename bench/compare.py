@@ -173,7 +173,11 @@ def moto_server() -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a moto holding millions of objects can take long to exit
+            process.kill()
+            process.wait()
 
 
 class Destinations:

@@ -41,6 +41,7 @@ def main() -> None:
         server = stack.enter_context(UpstreamServer(index, xmlrpc_enabled=False))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         proxy: S3Proxy | None = None
+        s3 = None
         if args.s3:
             proxy = stack.enter_context(S3Proxy(stack.enter_context(moto_server())))
             env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
@@ -63,18 +64,19 @@ def main() -> None:
         s3_requests = proxy.counts if proxy else Counter()
         if code != 0:
             published = 0
-        elif proxy:
+        elif s3 is not None:
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="simple/", Delimiter="/")
             published = sum(len(page.get("CommonPrefixes", [])) for page in pages)
         else:
             published = sum(1 for _ in (work / "mirror" / "simple").iterdir()) - 2  # less the two root pages
-    print(f"{'dest':>6} {'projects':>9} {'exit':>4} {'published':>9} {'wall s':>7} {'CPU s':>6} {'peak RSS MB':>11}")
-    where = "s3" if args.s3 else "folder"
-    print(f"{where:>6} {args.projects:>9,} {code:>4} {published:>9,} {seconds:>7.0f} {cpu:>6.0f} {peak_mb:>11.0f}")
-    per_project = {verb: count / args.projects for verb, count in sorted(s3_requests.items())}
-    print(f"upstream requests: {upstream_requests:,} ({upstream_requests / args.projects:.2f} a project)")
-    if args.s3:
-        print("S3 requests a project: " + ", ".join(f"{verb} {count:.2f}" for verb, count in per_project.items()))
+        where = "s3" if args.s3 else "folder"
+        header = ("dest", "projects", "exit", "published", "wall s", "CPU s", "peak RSS MB")
+        print(" ".join(f"{title:>{width}}" for title, width in zip(header, (6, 9, 4, 9, 7, 6, 11), strict=True)))
+        print(f"{where:>6} {args.projects:>9,} {code:>4} {published:>9,} {seconds:>7.0f} {cpu:>6.0f} {peak_mb:>11.0f}")
+        print(f"upstream requests: {upstream_requests:,} ({upstream_requests / args.projects:.2f} a project)")
+        if proxy:
+            per_project = ", ".join(f"{verb} {n / args.projects:.2f}" for verb, n in sorted(s3_requests.items()))
+            print(f"S3 requests a project: {per_project}", flush=True)
 
 
 if __name__ == "__main__":
