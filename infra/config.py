@@ -17,18 +17,18 @@ from urllib.parse import urlsplit
 
 import pulumi
 
+from infra.names import EMAIL, is_dns_name
+from sync.invalidation import InvalidationMode
+from sync.lambda_settings import DEFAULT_INLINE_THRESHOLD
 from sync.models import InvalidInput, normalize_project_name
 
-LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-HOSTNAME = re.compile(rf"\A(?=.{{1,253}}\Z){LABEL}(\.{LABEL})+\Z")
-EMAIL = re.compile(r"\A[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+\Z")
 INSTANCE_TYPE = re.compile(r"\A[a-z][a-z0-9-]*\.[a-z0-9]+\Z")
 # EventBridge Scheduler expressions: rate(<n> <unit>), cron(<6 fields>) or at(<timestamp>).
 RATE = re.compile(r"\Arate\((?P<value>[1-9][0-9]*) (?P<unit>minutes?|hours?|days?)\)\Z")
 CRON = re.compile(r"\Acron\(\S+( \S+){5}\)\Z")
 AT = re.compile(r"\Aat\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)\Z")
 PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
-INVALIDATION_MODES = ("targeted", "wildcard", "ttl")
+INVALIDATION_MODES = tuple(mode.value for mode in InvalidationMode)
 MAX_REDIRECTORS = 8  # Route53 answers a multivalue query with at most 8 healthy records
 
 
@@ -81,7 +81,7 @@ class PypiMirrorArgs:
         None, "Contact (e-mail or URL) put in the sync's User-Agent, as PyPI asks of mirrors."
     )
     invalidation_mode: str = _input(
-        "targeted",
+        InvalidationMode.TARGETED.value,
         "How changed pages leave the edge caches. targeted = one path per changed page, wildcard = /simple/*, "
         "ttl = wait for the short TTL.",
     )
@@ -92,7 +92,7 @@ class PypiMirrorArgs:
         600, "Alarm when the mirror lags upstream by more than this many seconds (metric pypi-cdn/MirrorLagSeconds)."
     )
     inline_sync_threshold: int = _input(
-        50, "Changed projects the planner syncs itself; more are fanned out to the queue workers."
+        DEFAULT_INLINE_THRESHOLD, "Changed projects the planner syncs itself; more are fanned out to the queue workers."
     )
 
     @property
@@ -254,7 +254,7 @@ def _check_schedule(expression: str) -> None:
 
 
 def _check_hostname(key: str, value: str) -> None:
-    if not HOSTNAME.match(value) or value != value.lower():
+    if not is_dns_name(value):
         raise ConfigError(f"pypi-cdn:{key}: {value!r} is not a lower-case DNS name like pypi.example.org")
 
 

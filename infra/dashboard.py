@@ -15,7 +15,7 @@ from typing import Any
 
 from infra.cdn import CLOUDFRONT_REGION
 from infra.dns import HEALTH_METRIC_REGION
-from infra.sync_function import LAG_METRIC, METRICS_NAMESPACE, SERVICE_NAME
+from sync.lambda_settings import LAG_METRIC, METRICS_NAMESPACE, SERVICE_NAME
 
 PERIOD = 300  # seconds a point aggregates
 STORAGE_PERIOD = 86400  # S3 publishes its storage metrics once a day

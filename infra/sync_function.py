@@ -19,21 +19,28 @@ import pulumi_aws as aws
 
 from infra.bundle import Bundle
 from infra.redirectors import assume_role_policy
+from sync.config import MirrorConfig
+from sync.invalidation import EdgeSettings, InvalidationMode
+from sync.lambda_settings import (
+    DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_UPSTREAM_CONCURRENCY,
+    LAG_METRIC,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    HandlerSettings,
+    per_invocation_concurrency,
+)
 from sync.layout import MIRROR_PREFIXES, STATUS_KEY
 
 RUNTIME = "python3.13"
 ARCHITECTURE = "arm64"
-SERVICE_NAME = "pypi-cdn-sync"  # POWERTOOLS_SERVICE_NAME: the `service` dimension of every metric
-METRICS_NAMESPACE = "pypi-cdn"
-LAG_METRIC = "MirrorLagSeconds"
 LOG_RETENTION_DAYS = 30
-PLANNER_TIMEOUT = 240  # seconds; the planner's lease (PLANNER_LEASE_TTL) must outlive its longest run
-PLANNER_LEASE_TTL = 300
+PLANNER_TIMEOUT = 240  # seconds; the planner's lease (DEFAULT_LEASE_TTL, 300 s) must outlive its longest run
 PLANNER_MEMORY = 512
 WORKER_TIMEOUT = 900  # Lambda's maximum: a worker may stream files of up to 1 GiB
 WORKER_MEMORY = 1024  # network throughput grows with memory
-MAX_WORKERS = 4  # concurrent worker invocations; with the planner, within PyPI's 10 concurrent requests
-UPSTREAM_CONCURRENCY = 10
+# Concurrent worker invocations (DEFAULT_MAX_WORKERS, 4): with the planner, within PyPI's 10 concurrent requests.
 QUEUE_VISIBILITY_TIMEOUT = 6 * WORKER_TIMEOUT  # AWS: at least six times the function timeout
 MAX_RECEIVES = 5  # then the message moves to the dead-letter queue
 WORKER_BATCH_SIZE = 5
@@ -115,6 +122,28 @@ class SyncFunctionArgs:
     public_url: pulumi.Input[str] | None = None  # the CDN's https base URL: where pages point for provenance
     probe_url: pulumi.Input[str] | None = None  # the CDN's URL: the planner reads changed pages back through it
 
+    def handler_settings(
+        self, *, bucket_name: str, queue_url: str, distribution_id: str, public_url: str | None, probe_url: str | None
+    ) -> HandlerSettings:
+        """What both functions run with, once Pulumi knows the bucket, queue, distribution and CDN URL."""
+        mirror = MirrorConfig(
+            dest=f"s3://{bucket_name}",
+            upstream=self.upstream,
+            projects=tuple(self.projects),
+            contact=self.contact,
+            workers=per_invocation_concurrency(DEFAULT_UPSTREAM_CONCURRENCY, DEFAULT_MAX_WORKERS),
+            lease_ttl=DEFAULT_LEASE_TTL,
+            public_url=public_url or None,
+        )
+        return HandlerSettings(
+            mirror=mirror,
+            queue_url=queue_url,
+            distribution_id=distribution_id,
+            probe_url=probe_url or None,
+            inline_threshold=self.inline_sync_threshold,
+            edge=EdgeSettings(InvalidationMode(self.invalidation_mode), self.invalidation_monthly_budget_usd),
+        )
+
 
 class SyncFunction(pulumi.ComponentResource):
     """Planner and worker Lambdas, schedule, queue + DLQ, log groups, alarms and IAM."""
@@ -182,26 +211,15 @@ class SyncFunction(pulumi.ComponentResource):
             opts=child,
         )
 
-        environment = aws.lambda_.FunctionEnvironmentArgs(
-            variables={
-                "PYPI_CDN_UPSTREAM": args.upstream,
-                "PYPI_CDN_DEST": pulumi.Output.concat("s3://", args.bucket_name),
-                "PYPI_CDN_QUEUE_URL": queue.url,
-                "PYPI_CDN_DISTRIBUTION_ID": args.distribution_id,
-                "PYPI_CDN_PROJECTS": ",".join(args.projects),
-                "PYPI_CDN_CONTACT": args.contact or "",
-                "PYPI_CDN_INVALIDATION_MODE": args.invalidation_mode,
-                "PYPI_CDN_INVALIDATION_BUDGET_USD": str(args.invalidation_monthly_budget_usd),
-                "PYPI_CDN_INLINE_THRESHOLD": str(args.inline_sync_threshold),
-                "PYPI_CDN_MAX_WORKERS": str(MAX_WORKERS),
-                "PYPI_CDN_UPSTREAM_CONCURRENCY": str(UPSTREAM_CONCURRENCY),
-                "PYPI_CDN_LEASE_TTL": str(PLANNER_LEASE_TTL),
-                "PYPI_CDN_PUBLIC_URL": args.public_url or "",
-                "PYPI_CDN_PROBE_URL": args.probe_url or "",
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            }
-        )
+        # The environment the handlers read their settings from (sync/lambda_settings.py), rendered by those settings.
+        variables = pulumi.Output.all(
+            bucket_name=args.bucket_name,
+            queue_url=queue.url,
+            distribution_id=args.distribution_id,
+            public_url=args.public_url,
+            probe_url=args.probe_url,
+        ).apply(lambda values: args.handler_settings(**values).to_env())
+        environment = aws.lambda_.FunctionEnvironmentArgs(variables=variables)
         code = pulumi.FileArchive(str(args.bundle.path))
 
         def function(role_name: str, handler: str, timeout: int, memory: int, concurrency: int) -> aws.lambda_.Function:
@@ -225,7 +243,7 @@ class SyncFunction(pulumi.ComponentResource):
             )
 
         planner = function("planner", "sync.handlers.planner_handler", PLANNER_TIMEOUT, PLANNER_MEMORY, 1)
-        worker = function("worker", "sync.handlers.worker_handler", WORKER_TIMEOUT, WORKER_MEMORY, MAX_WORKERS)
+        worker = function("worker", "sync.handlers.worker_handler", WORKER_TIMEOUT, WORKER_MEMORY, DEFAULT_MAX_WORKERS)
         # A missed tick is made up by the next one: no retries of a failed or stale scheduled run.
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-planner-invoke",
@@ -240,7 +258,7 @@ class SyncFunction(pulumi.ComponentResource):
             function_name=worker.arn,
             batch_size=WORKER_BATCH_SIZE,
             function_response_types=["ReportBatchItemFailures"],
-            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(maximum_concurrency=MAX_WORKERS),
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(maximum_concurrency=DEFAULT_MAX_WORKERS),
             opts=child,
         )
         scheduler_role = aws.iam.Role(

@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sync.config import MirrorConfig
 from sync.edge_probe import EdgeProbe, Probe
 from sync.invalidation import EdgeRefresher
-from sync.lambda_settings import HandlerSettings, settings_from_env
+from sync.lambda_settings import EDGE_LAG_METRIC, LAG_METRIC, HandlerSettings, settings_from_env
 from sync.layout import (
     BINARY,
     PRIVATE_CACHE_CONTROL,
@@ -62,8 +62,6 @@ from sync.status import pass_status, previous_sync, write_status
 from sync.storage import StorageError, open_storage
 from sync.upstream import UpstreamClient
 
-LAG_METRIC = "MirrorLagSeconds"
-EDGE_LAG_METRIC = "EdgeLagSeconds"  # from the upstream change to the CDN serving it (sync/edge_probe.py)
 PROJECT_LEASE_TTL = 900.0  # the longest a Lambda invocation can run, so a live sync never loses its lease
 PROJECT_LEASE_WAIT = 10.0  # seconds a duplicate delivery waits for the other sync before it is retried later
 SQS_BATCH = 10  # SendMessageBatch's maximum

@@ -23,13 +23,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sync.layout import (
     INVALIDATION_USAGE_KEY,
-    PRIVATE_CACHE_CONTROL,
     ROOT_HTML_KEY,
     ROOT_JSON_KEY,
+    cache_control_for,
+    content_type_for,
     edge_path,
     page_keys,
 )
 from sync.progress import Reporter
+from sync.retry import attempts
 from sync.storage import PreconditionFailed, Storage, StorageError
 
 FREE_PATHS_PER_MONTH = 1000
@@ -40,6 +42,7 @@ WILDCARD_PATH = "/simple/*"
 ROOT_PATHS = (edge_path(ROOT_HTML_KEY), edge_path(ROOT_JSON_KEY))
 IN_FLIGHT_WINDOW = timedelta(hours=1)  # invalidations finish in minutes; older ones are not read
 USAGE_WRITE_ATTEMPTS = 8  # conditional-write retries when other workers update the count at the same moment
+USAGE_WRITE_TIMEOUT = 30.0  # seconds those retries may take (they back off from 10 ms to at most 200 ms)
 
 
 class InvalidationMode(StrEnum):
@@ -175,26 +178,36 @@ class EdgeRefresher:
 
     def _reserve(self, paths: list[str], in_flight: InFlight) -> tuple[tuple[str, ...], str]:
         """Choose what to invalidate and count it against the month's budget, atomically against other workers."""
-        allowance = self.settings.monthly_path_allowance
-        for _ in range(USAGE_WRITE_ATTEMPTS):
-            used, etag = self._read_usage()
-            chosen, reason = choose_paths(paths, self.settings.mode, in_flight=in_flight, paths_left=allowance - used)
-            if not chosen:
-                return chosen, reason
-            body = json.dumps({"month": self.month(), "paths": used + len(chosen)}).encode()
-            try:
-                self.storage.put_bytes(
-                    INVALIDATION_USAGE_KEY,
-                    body,
-                    content_type="application/json",
-                    cache_control=PRIVATE_CACHE_CONTROL,
-                    if_match=etag,
-                    if_none_match=etag is None,
-                )
-            except PreconditionFailed:
-                continue
-            return chosen, reason
+        tries = attempts(
+            PreconditionFailed,
+            attempts=USAGE_WRITE_ATTEMPTS,
+            timeout=USAGE_WRITE_TIMEOUT,
+            wait_initial=0.01,
+            wait_max=0.2,
+        )
+        try:
+            for attempt in tries:
+                with attempt:
+                    return self._reserve_once(paths, in_flight)
+        except PreconditionFailed:
+            pass
         raise StorageError(f"{INVALIDATION_USAGE_KEY}: still contended after {USAGE_WRITE_ATTEMPTS} attempts")
+
+    def _reserve_once(self, paths: list[str], in_flight: InFlight) -> tuple[tuple[str, ...], str]:
+        """One read, choice and conditional write of the count; PreconditionFailed when another worker wrote first."""
+        used, etag = self._read_usage()
+        paths_left = self.settings.monthly_path_allowance - used
+        chosen, reason = choose_paths(paths, self.settings.mode, in_flight=in_flight, paths_left=paths_left)
+        if chosen:
+            self.storage.put_bytes(
+                INVALIDATION_USAGE_KEY,
+                json.dumps({"month": self.month(), "paths": used + len(chosen)}).encode(),
+                content_type=content_type_for(INVALIDATION_USAGE_KEY),
+                cache_control=cache_control_for(INVALIDATION_USAGE_KEY),
+                if_match=etag,
+                if_none_match=etag is None,
+            )
+        return chosen, reason
 
     def _read_usage(self) -> tuple[int, str | None]:
         """(paths used this month, etag of the usage object or None when absent)."""

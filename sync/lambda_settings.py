@@ -1,13 +1,16 @@
-"""The Lambda handlers' settings, read once from environment variables into frozen dataclasses.
+"""The infra ↔ Lambda contract: the handlers' settings, the environment that carries them, the metrics they emit.
 
-Every variable is optional except `PYPI_CDN_DEST`; a bad value raises ConfigError naming the variable.
+`settings_from_env` reads HandlerSettings from the Lambda's environment; `HandlerSettings.to_env`, its exact inverse,
+renders the environment the Pulumi program (`infra/sync_function.py`) deploys. The defaults and the metric names the
+alarms and the dashboard watch are defined here only. Every variable is optional except `PYPI_CDN_DEST`; a bad value
+raises ConfigError naming the variable.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig
 from sync.invalidation import EdgeSettings, InvalidationMode
@@ -19,13 +22,21 @@ DEFAULT_TIME_MARGIN = 10.0  # seconds left unused before the Lambda timeout, to 
 DEFAULT_POLL_INTERVAL = 10.0  # seconds between planner passes within one invocation; 0: one pass per invocation
 DEFAULT_PLANNER_WINDOW = 50.0  # seconds one invocation keeps polling: less than the schedule's one minute
 DEFAULT_LEASE_TTL = 300.0  # the planner renews nothing: its lease must outlive its longest run (Lambda max 900 s)
-ENV_OF_FIELD = {
+ENV_OF_FIELD = {  # the MirrorConfig fields the environment carries; the others keep their defaults
     "dest": "PYPI_CDN_DEST",
     "upstream": "PYPI_CDN_UPSTREAM",
+    "endpoint_url": "AWS_ENDPOINT_URL",
     "projects": "PYPI_CDN_PROJECTS",
+    "contact": "PYPI_CDN_CONTACT",
     "lease_ttl": "PYPI_CDN_LEASE_TTL",
     "public_url": "PYPI_CDN_PUBLIC_URL",
 }
+# What the handlers report through Powertools (EMF): the `service` dimension, the namespace, the metrics.
+SERVICE_NAME = "pypi-cdn-sync"
+METRICS_NAMESPACE = "pypi-cdn"
+LAG_METRIC = "MirrorLagSeconds"  # from the upstream change to the page published
+EDGE_LAG_METRIC = "EdgeLagSeconds"  # from the upstream change to the CDN serving it (sync/edge_probe.py)
+POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME": SERVICE_NAME, "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE}
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,50 @@ class HandlerSettings:
         ):
             if value < 0:
                 raise ConfigError(f"{name}: {value} must be 0 or more")
+
+    def to_env(self) -> dict[str, str]:
+        """The Lambda's environment for these settings (None ones left out), with Powertools' service and namespace.
+
+        `settings_from_env` reads it back as exactly these settings; settings it cannot carry (a MirrorConfig field
+        outside ENV_OF_FIELD, or `mirror.workers` other than `per_invocation_concurrency`) raise ConfigError.
+        """
+        mirror = self.mirror
+        values: dict[str, str | float | None] = {
+            "PYPI_CDN_DEST": mirror.dest,
+            "PYPI_CDN_UPSTREAM": mirror.upstream,
+            "AWS_ENDPOINT_URL": mirror.endpoint_url,
+            "PYPI_CDN_PROJECTS": ",".join(mirror.projects) or None,
+            "PYPI_CDN_CONTACT": mirror.contact,
+            "PYPI_CDN_LEASE_TTL": mirror.lease_ttl,
+            "PYPI_CDN_PUBLIC_URL": mirror.public_url,
+            "PYPI_CDN_QUEUE_URL": self.queue_url,
+            "PYPI_CDN_DISTRIBUTION_ID": self.distribution_id,
+            "AWS_ENDPOINT_URL_CLOUDFRONT": self.cloudfront_endpoint_url,
+            "PYPI_CDN_PROBE_URL": self.probe_url,
+            "PYPI_CDN_INLINE_THRESHOLD": self.inline_threshold,
+            "PYPI_CDN_UPSTREAM_CONCURRENCY": self.upstream_concurrency,
+            "PYPI_CDN_MAX_WORKERS": self.max_workers,
+            "PYPI_CDN_TIME_MARGIN": self.time_margin,
+            "PYPI_CDN_POLL_INTERVAL": self.poll_interval,
+            "PYPI_CDN_PLANNER_WINDOW": self.planner_window,
+            "PYPI_CDN_INVALIDATION_MODE": self.edge.mode.value,
+            "PYPI_CDN_INVALIDATION_BUDGET_USD": self.edge.monthly_budget_usd,
+        }
+        env = {name: _env_text(value) for name, value in values.items() if value is not None} | POWERTOOLS_ENV
+        read_back = settings_from_env(env)
+        if read_back != self:
+            lost = [
+                f"mirror.{f.name}"
+                for f in fields(mirror)
+                if getattr(read_back.mirror, f.name) != getattr(mirror, f.name)
+            ]
+            lost += [
+                f.name
+                for f in fields(self)
+                if f.name != "mirror" and getattr(read_back, f.name) != getattr(self, f.name)
+            ]
+            raise ConfigError(f"{', '.join(lost)}: not carried by the Lambda's environment as given")
+        return env
 
 
 def per_invocation_concurrency(upstream_concurrency: int, max_workers: int) -> int:
@@ -114,6 +169,11 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> HandlerSettings:
         planner_window=_float(env, "PYPI_CDN_PLANNER_WINDOW", DEFAULT_PLANNER_WINDOW),
         edge=EdgeSettings(mode, budget),
     )
+
+
+def _env_text(value: str | float) -> str:
+    """A value as settings_from_env reads it: numbers in their shortest exact form (`300`, not `300.0`)."""
+    return value if isinstance(value, str) else repr(value).removesuffix(".0")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

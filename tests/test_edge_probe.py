@@ -15,8 +15,7 @@ import pytest
 from devstack.edge import EdgeServer, S3Origin
 from sync import edge_probe
 from sync.edge_probe import GIVE_UP_SECONDS, SAMPLE_PER_PASS, EdgeProbe, Probe, served_serial
-from sync.handlers import EDGE_LAG_METRIC
-from sync.lambda_settings import settings_from_env
+from sync.lambda_settings import EDGE_LAG_METRIC, settings_from_env
 from tests.test_handlers import Lambda, emf_values
 
 

@@ -17,10 +17,9 @@ import pytest
 
 from devstack.stack import lambda_context, sqs_event
 from sync import handlers
-from sync.config import ConfigError, MirrorConfig
-from sync.handlers import LAG_METRIC, Deadline, JobError, Outcome, ProjectJob, ProjectSyncer, run_local
-from sync.invalidation import InvalidationMode
-from sync.lambda_settings import per_invocation_concurrency, settings_from_env
+from sync.config import MirrorConfig
+from sync.handlers import Deadline, JobError, Outcome, ProjectJob, ProjectSyncer, run_local
+from sync.lambda_settings import LAG_METRIC
 from sync.layout import ROSTER_PREFIX, STATUS_CACHE_CONTROL, STATUS_KEY
 from sync.lease import LeaseHeld, acquire
 from sync.mirror import Mirror
@@ -118,54 +117,6 @@ def emf_values(output: str, metric: str) -> list[float]:
             value = json.loads(line)[metric]
             values.extend(value if isinstance(value, list) else [value])
     return values
-
-
-# ------------------------------------------------------------------------------------------------ settings
-def test_settings_from_env_defaults_and_overrides():
-    settings = settings_from_env({"PYPI_CDN_DEST": "s3://bucket", "PYPI_CDN_PROJECTS": "Foo_Bar, tiny,,"})
-    assert settings.mirror.dest == "s3://bucket"
-    assert settings.mirror.upstream == "https://pypi.org"
-    assert settings.mirror.projects == ("foo-bar", "tiny")
-    assert settings.queue_url is None
-    assert settings.edge.mode is InvalidationMode.TARGETED
-    assert settings.mirror.workers == 2  # 10 requests shared by the planner and 4 workers
-    custom = settings_from_env(
-        {
-            "PYPI_CDN_DEST": "/tmp/m",
-            "PYPI_CDN_INVALIDATION_MODE": "ttl",
-            "PYPI_CDN_INVALIDATION_BUDGET_USD": "2.5",
-            "PYPI_CDN_MAX_WORKERS": "1",
-            "PYPI_CDN_UPSTREAM_CONCURRENCY": "10",
-            "PYPI_CDN_INLINE_THRESHOLD": "0",
-        }
-    )
-    assert (custom.edge.mode, custom.edge.monthly_path_allowance) == (InvalidationMode.TTL, 1500)
-    assert custom.mirror.workers == 5
-    assert custom.inline_threshold == 0
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({}, "PYPI_CDN_DEST: required"),
-        ({"PYPI_CDN_INLINE_THRESHOLD": "many"}, "PYPI_CDN_INLINE_THRESHOLD: 'many' is not a whole number"),
-        ({"PYPI_CDN_INVALIDATION_MODE": "purge"}, "PYPI_CDN_INVALIDATION_MODE: 'purge' is not one of"),
-        ({"PYPI_CDN_INVALIDATION_BUDGET_USD": "-1"}, "PYPI_CDN_INVALIDATION_BUDGET_USD: -1.0 must be 0 or more"),
-        ({"PYPI_CDN_MAX_WORKERS": "20"}, "PYPI_CDN_UPSTREAM_CONCURRENCY: 10 cannot give the planner and 20"),
-        ({"PYPI_CDN_UPSTREAM": "ftp://x"}, "PYPI_CDN_UPSTREAM: 'ftp://x' is not an http"),
-        ({"PYPI_CDN_PROJECTS": "ok,../bad"}, "PYPI_CDN_PROJECTS: invalid project name"),
-    ],
-)
-def test_bad_settings_name_the_variable(env, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        settings_from_env({"PYPI_CDN_DEST": "s3://bucket", **env} if env else {})
-
-
-def test_per_invocation_concurrency_keeps_the_global_budget():
-    for budget, workers in ((10, 4), (10, 1), (32, 7), (10, 9)):
-        each = per_invocation_concurrency(budget, workers)
-        assert each >= 1
-        assert each * (workers + 1) <= budget
 
 
 # ------------------------------------------------------------------------------------------------ jobs

@@ -21,6 +21,9 @@ import pytest
 from infra.edge import VIEWER_REQUEST_JS
 from infra.edge.render import RedirectorSettings, render_user_data
 from infra.stack import OUTPUTS
+from sync.config import MirrorConfig
+from sync.invalidation import EdgeSettings, InvalidationMode
+from sync.lambda_settings import HandlerSettings, settings_from_env
 from sync.layout import STATUS_CACHE_CONTROL
 from tests.infra_mocks import ACCOUNT_ID, AMI_ID, AVAILABILITY_ZONES, CLOUDFRONT_ZONE_ID, ZONE_ID, run_stack
 
@@ -324,11 +327,34 @@ def test_lambdas_run_the_bundle_on_python_3_13_arm64(stack: dict[str, Any], requ
         assert env["PYPI_CDN_UPSTREAM"] == "https://pypi.org"
         assert env["PYPI_CDN_DISTRIBUTION_ID"].startswith("cdn-distribution-")
         assert env["PYPI_CDN_QUEUE_URL"].endswith("/sync-queue-generated")
-        assert env["PYPI_CDN_CONTACT"] == config.get("syncContact", "")
+        assert env.get("PYPI_CDN_CONTACT") == config.get("syncContact")
         assert env["PYPI_CDN_INVALIDATION_MODE"] == config.get("invalidationMode", "targeted")
         assert env["PYPI_CDN_PROBE_URL"] == stack["outputs"]["cdnUrl"]  # the planner reads changes back there
         assert env["POWERTOOLS_SERVICE_NAME"] == "pypi-cdn-sync"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "pypi-cdn"
+        # The whole environment is what the handlers' settings render, with the resources' values merged in.
+        outputs, projects, contact = stack["outputs"], config.get("projects", []), config.get("syncContact")
+        assert isinstance(projects, list)
+        assert contact is None or isinstance(contact, str)
+        expected = HandlerSettings(
+            mirror=MirrorConfig(
+                dest=f"s3://{outputs['bucket']}",
+                projects=tuple(str(name) for name in projects),
+                contact=contact,
+                workers=2,  # 10 upstream requests shared by the planner and 4 workers
+                lease_ttl=300,
+                public_url=outputs["cdnUrl"],
+            ),
+            queue_url=outputs["syncQueueUrl"],
+            distribution_id=outputs["distributionId"],
+            probe_url=outputs["cdnUrl"],
+            inline_threshold=50,
+            upstream_concurrency=10,
+            max_workers=4,
+            edge=EdgeSettings(InvalidationMode(config.get("invalidationMode", "targeted")), 5),
+        )
+        assert env == expected.to_env()
+        assert settings_from_env(env) == expected
     assert planner["reservedConcurrentExecutions"] == 1
     assert worker["reservedConcurrentExecutions"] == int(worker["environment"]["variables"]["PYPI_CDN_MAX_WORKERS"])
     assert planner["timeout"] < int(planner["environment"]["variables"]["PYPI_CDN_LEASE_TTL"])

@@ -18,6 +18,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from sync.invalidation import (
     MAX_PATHS_IN_FLIGHT,
     MAX_WILDCARDS_IN_FLIGHT,
+    USAGE_WRITE_ATTEMPTS,
     WILDCARD_PATH,
     EdgeRefresher,
     EdgeSettings,
@@ -29,7 +30,7 @@ from sync.invalidation import (
 )
 from sync.layout import INVALIDATION_USAGE_KEY
 from sync.progress import Reporter
-from sync.storage import StorageError, open_storage
+from sync.storage import PreconditionFailed, StorageError, open_storage
 
 TARGETED, WILDCARD, TTL = InvalidationMode.TARGETED, InvalidationMode.WILDCARD, InvalidationMode.TTL
 
@@ -208,6 +209,27 @@ def test_concurrent_workers_share_one_budget_exactly(cloudfront, tmp_path):
     assert sorted(len(r.paths) for r in results) == [0, 0] + [100] * 10
     assert edges[0].paths_used() == 1000
     assert len(cloudfront.invalidations()) == 10
+
+
+@pytest.mark.parametrize("losses", [2, USAGE_WRITE_ATTEMPTS])
+def test_a_lost_count_write_is_retried_a_bounded_number_of_times(cloudfront, tmp_path, monkeypatch, losses):
+    edge = refresher(cloudfront, tmp_path)
+    put_bytes, writes = edge.storage.put_bytes, []
+
+    def lose_the_race(key, data, **options):
+        writes.append(key)
+        if len(writes) <= losses:
+            raise PreconditionFailed(f"{key}: another worker wrote first")
+        return put_bytes(key, data, **options)
+
+    monkeypatch.setattr(edge.storage, "put_bytes", lose_the_race)
+    result = edge.refresh(["a"])
+    if losses < USAGE_WRITE_ATTEMPTS:  # won on the next attempt: counted once
+        assert (len(result.paths), len(writes), edge.paths_used()) == (2, losses + 1, 2)
+    else:
+        assert result.paths == ()
+        assert result.reason == f"failed: {INVALIDATION_USAGE_KEY}: still contended after 8 attempts"
+        assert (len(writes), edge.paths_used(), cloudfront.invalidations()) == (USAGE_WRITE_ATTEMPTS, 0, [])
 
 
 def test_wildcard_mode_and_ttl_mode(cloudfront, tmp_path):

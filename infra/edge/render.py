@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from infra.edge import EDGE_DIR
+from infra.names import EMAIL, HOSTNAME
 
 NGINX_TEMPLATE = EDGE_DIR / "nginx.conf.tmpl"
 USER_DATA_TEMPLATE = EDGE_DIR / "user_data.sh.tmpl"
@@ -23,10 +24,7 @@ AMAZON_LINUX_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 # Where user-data keeps the certificate nginx reads: symlinks to a self-signed pair first, then to Let's Encrypt's.
 TLS_DIR = "/etc/pki/pypi-cdn"
 
-LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-HOSTNAME = re.compile(rf"\A(?=.{{1,253}}\Z){LABEL}(\.{LABEL})*\Z", re.IGNORECASE)
 HOSTED_ZONE_ID = re.compile(r"\A[A-Z0-9]{1,32}\Z")
-EMAIL = re.compile(r"\A[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+\Z")
 SAFE_PATH = re.compile(r"\A/[A-Za-z0-9._/+-]*\Z")
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
