@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from sync import render
+from sync.folder_storage import FolderStorage
 from sync.layout import content_type_for
-from sync.storage import FolderStorage, put_chunks
+from sync.storage import put_chunks
 
 
 def high_water_mb() -> float:

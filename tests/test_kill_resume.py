@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from sync.cli import EXIT_LEASE_HELD, EXIT_OK
+from sync.folder_storage import FolderStorage
 from sync.layout import LEASE_KEY
-from sync.storage import TEMP_FILE, FolderStorage
+from sync.storage import TEMP_FILE
 from sync.verify import verify_mirror
 from tests.test_faults_upstream import assert_whole, objects_of
 from tests.upstream.corpus import build_corpus

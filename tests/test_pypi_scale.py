@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sync.folder_storage import FolderStorage
 from sync.layout import STATE_KEY, STATE_PREFIX
 from sync.state import ProjectState, load_state
-from sync.storage import FolderStorage
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import UpstreamServer
 
@@ -63,7 +63,7 @@ from sync.config import MirrorConfig
 from sync.mirror import Mirror
 from sync.progress import Reporter
 from sync.state import ProjectState, load_state, save_state
-from sync.storage import FolderStorage
+from sync.folder_storage import FolderStorage
 from sync.upstream import UpstreamClient
 storage = FolderStorage(Path(sys.argv[1]))
 mirror = Mirror(MirrorConfig(upstream="http://127.0.0.1:9", dest=sys.argv[1]), UpstreamClient("http://127.0.0.1:9"),

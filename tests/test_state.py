@@ -8,9 +8,10 @@ import random
 import pytest
 
 from sync import state as state_module
+from sync.folder_storage import FolderStorage
 from sync.layout import STATE_KEY
 from sync.state import MirrorState, ProjectState, ProjectStates, load_state, save_state
-from sync.storage import FolderStorage, StorageError
+from sync.storage import StorageError
 
 
 def random_state(rng: random.Random) -> ProjectState:

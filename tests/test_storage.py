@@ -1,65 +1,24 @@
-"""Both storage backends through one behaviour suite; S3 against moto, through a counting, fault-injecting proxy."""
+"""Both storage backends through one behaviour suite (S3 against moto), and `open_storage`'s destinations."""
 
 from __future__ import annotations
 
-import base64
-import errno
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import boto3.session
 import pytest
-from botocore.config import Config
-from botocore.retries.standard import ExponentialBackoff
 
 from sync import storage as storage_module
-from sync.layout import BINARY, FILE_CACHE_CONTROL, HTML_PAGE, JSON_PAGE, PAGE_CACHE_CONTROL, content_type_for
-from sync.storage import (
-    ChecksumMismatch,
-    FolderStorage,
-    PreconditionFailed,
-    S3Storage,
-    Storage,
-    StorageError,
-    UnstorableKey,
-    open_storage,
-)
-from tests import s3proxy
+from sync.folder_storage import FolderStorage
+from sync.layout import BINARY, FILE_CACHE_CONTROL, HTML_PAGE, JSON_PAGE, content_type_for
+from sync.s3_storage import S3Storage
+from sync.storage import ChecksumMismatch, PreconditionFailed, Storage, StorageError, open_storage
+from tests.storage_helpers import put, put_small, sha
 
 BAD_KEYS = ["../x", "a/../../x", "/abs", "a\\b", "a\0b", "", "a//b", "./a", "a/", "a\ud800b"]
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def put(
-    storage: Storage,
-    key: str,
-    data: bytes,
-    *,
-    sha256: str | None = None,
-    size: int | None = -1,
-    if_none_match: bool = False,
-) -> None:
-    storage.put_file(
-        key,
-        io.BytesIO(data),
-        sha256=sha256 or sha(data),
-        size=len(data) if size == -1 else size,
-        content_type=BINARY,
-        cache_control=FILE_CACHE_CONTROL,
-        if_none_match=if_none_match,
-    )
-
-
-def put_small(storage: Storage, key: str, data: bytes, **conditions) -> str:
-    return storage.put_bytes(key, data, content_type="application/json", cache_control="no-store", **conditions)
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -68,20 +27,6 @@ def storage(request, tmp_path) -> Storage:
         return open_storage(str(tmp_path / "dest"))
     s3 = request.getfixturevalue("s3_dest")
     return open_storage(s3.dest, endpoint_url=s3.endpoint_url)
-
-
-@pytest.fixture
-def instant_retries(monkeypatch):
-    """botocore retries without its backoff sleeps (up to 20 s each), so retry tests stay fast."""
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
-
-
-@pytest.fixture
-def proxied(s3_proxy_dest):
-    """(storage, destination) for S3 through the proxy, with counts reset after setup."""
-    store = open_storage(s3_proxy_dest.dest, endpoint_url=s3_proxy_dest.endpoint_url)
-    s3_proxy_dest.proxy.reset_counts()
-    return store, s3_proxy_dest
 
 
 # ------------------------------------------------------------------------------------------- destinations
@@ -299,31 +244,6 @@ def test_stored_sha256_is_what_the_backend_recorded(storage):
     assert storage.stored_sha256("absent") is None
 
 
-@pytest.mark.hostile_class(9)
-def test_folder_refuses_a_name_too_long_and_finds_none_stored(tmp_path):
-    storage = FolderStorage(tmp_path / "m")
-    too_long = "packages/aa/" + "é" * 128 + ".whl"  # 260 bytes
-    with pytest.raises(UnstorableKey, match="too long"):
-        put(storage, too_long, b"x")
-    with pytest.raises(UnstorableKey, match="too long"):
-        put_small(storage, too_long, b"x")
-    assert storage.head(too_long) is None
-    assert storage.get_bytes(too_long) is None
-    storage.delete(too_long)  # absent
-    with pytest.raises(StorageError, match="no such object"):
-        storage.open(too_long)
-    assert list(tmp_path.rglob("*.tmp-*")) == []
-
-
-@pytest.mark.hostile_class(9)
-def test_folder_stores_a_name_at_the_file_systems_limit(tmp_path):
-    storage = FolderStorage(tmp_path / "m")
-    at_limit = "packages/aa/" + "x" * 251 + ".whl"  # 255 bytes: its temp file's name must be shorter
-    put(storage, at_limit, b"x", if_none_match=True)
-    put_small(storage, "s/" + "y" * 255, b"y")
-    assert storage.get_bytes(at_limit)[0] == b"x"
-
-
 def test_put_bytes_if_match_is_compare_and_swap(storage):
     first = put_small(storage, "s/state", b"one")
     second = put_small(storage, "s/state", b"two", if_match=first)
@@ -443,154 +363,6 @@ def test_compare_and_swap_counter_loses_no_update(storage):
     for thread in threads:
         thread.join(timeout=60)
     assert storage.get_bytes("counter")[0] == b"20"
-
-
-# ------------------------------------------------------------------------------------------- folder only
-def test_folder_leaves_no_temp_file_and_lists_none(tmp_path):
-    folder = FolderStorage(tmp_path / "dest")
-    with pytest.raises(ChecksumMismatch):
-        put(folder, "p/f.whl", b"data", sha256=sha(b"other"))
-    assert [p.name for p in (tmp_path / "dest" / "p").iterdir()] == []
-    (tmp_path / "dest" / "p" / ".g.whl.tmp-abc123").write_bytes(b"half")  # as a killed run leaves it
-    put(folder, "p/f.whl", b"data")
-    assert [info.key for info in folder.list("")] == ["p/f.whl"]
-    assert oct((tmp_path / "dest" / "p" / "f.whl").stat().st_mode & 0o777) == "0o644"
-
-
-def test_folder_disk_full_names_the_key_and_cleans_up(tmp_path, monkeypatch):
-    folder = FolderStorage(tmp_path / "dest")
-
-    def full(_fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(storage_module.os, "fsync", full)
-    with pytest.raises(StorageError, match=r"p/f\.whl: cannot write .*No space left on device"):
-        put(folder, "p/f.whl", b"data")
-    with pytest.raises(StorageError, match="No space left on device"):
-        put_small(folder, "p/g", b"data")
-    assert list((tmp_path / "dest" / "p").iterdir()) == []
-
-
-def test_folder_prunes_empty_directories_after_delete(tmp_path):
-    folder = FolderStorage(tmp_path / "dest")
-    put(folder, "packages/aa/bb/cc/f.whl", b"x")
-    put(folder, "packages/aa/other", b"y")
-    folder.delete("packages/aa/bb/cc/f.whl")
-    assert not (tmp_path / "dest" / "packages" / "aa" / "bb").exists()
-    assert (tmp_path / "dest" / "packages" / "aa" / "other").exists()
-
-
-def test_folder_upload_errors_from_the_source_pass_through_unchanged(tmp_path):
-    class Broken(io.RawIOBase):
-        def read(self, size: int = -1) -> bytes:
-            raise TimeoutError("upstream stalled")
-
-    folder = FolderStorage(tmp_path / "dest")
-    with pytest.raises(TimeoutError, match="upstream stalled"):
-        folder.put_file("f", Broken(), sha256=sha(b""), size=None, content_type=BINARY, cache_control="")
-    assert list((tmp_path / "dest").iterdir()) == []
-
-
-# ----------------------------------------------------------------------------------------------- S3 only
-def test_s3_put_file_is_one_request_with_metadata_and_checksum(proxied):
-    store, s3 = proxied
-    data = b"x" * 100_000
-    store.put_file(
-        "packages/f.whl",
-        io.BytesIO(data),
-        sha256=sha(data),
-        size=len(data),
-        content_type=BINARY,
-        cache_control=FILE_CACHE_CONTROL,
-    )
-    assert s3.counts == {"PUT": 1}
-    stored = s3.client.head_object(Bucket=s3.bucket, Key="mirror/packages/f.whl", ChecksumMode="ENABLED")
-    assert stored["ContentType"] == BINARY
-    assert stored["CacheControl"] == FILE_CACHE_CONTROL
-    assert stored["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
-    assert stored["ContentLength"] == len(data)
-
-
-def test_s3_verbs_are_one_request_each(proxied):
-    store, s3 = proxied
-    etag = store.put_bytes("simple/index.html", b"<html>", content_type=HTML_PAGE, cache_control=PAGE_CACHE_CONTROL)
-    store.get_bytes("simple/index.html")
-    store.head("simple/index.html")
-    list(store.list("simple/"))
-    store.delete("simple/index.html", if_match=etag)
-    assert s3.counts == {"PUT": 1, "GET": 1, "HEAD": 1, "LIST": 1, "DELETE": 1}
-    assert s3.proxy.log[0] == ("PUT", "mirror/simple/index.html")
-
-
-def test_s3_mismatch_sends_nothing(proxied):
-    store, s3 = proxied
-    with pytest.raises(ChecksumMismatch):
-        put(store, "f", b"data", sha256=sha(b"other"))
-    assert s3.counts == {}
-
-
-def test_s3_list_sees_only_its_prefix(proxied):
-    store, s3 = proxied
-    s3.client.put_object(Bucket=s3.bucket, Key="elsewhere/x", Body=b"x")
-    s3.client.put_object(Bucket=s3.bucket, Key="mirror-sibling/x", Body=b"x")
-    put_small(store, "inside", b"y")
-    assert [info.key for info in store.list("")] == ["inside"]
-
-
-def test_s3_retries_slowdown_and_server_errors(proxied, instant_retries):
-    store, s3 = proxied
-    s3.proxy.inject("PUT", r"f\.whl$", s3proxy.SLOW_DOWN, times=2)
-    s3.proxy.inject("GET", r"f\.whl$", s3proxy.INTERNAL_ERROR, times=1)
-    put(store, "p/f.whl", b"data")
-    assert store.get_bytes("p/f.whl")[0] == b"data"
-    assert s3.counts == {"PUT": 3, "GET": 2}
-
-
-def test_s3_retries_a_reset_connection(proxied, instant_retries):
-    store, s3 = proxied
-    s3.proxy.inject("PUT", "f", s3proxy.RESET, times=1)
-    put(store, "f", b"data" * 1000)
-    assert s3.counts["PUT"] == 2
-    assert s3.client.get_object(Bucket=s3.bucket, Key="mirror/f")["Body"].read() == b"data" * 1000
-
-
-def test_s3_gives_up_with_the_code_and_key_named(proxied, instant_retries):
-    store, s3 = proxied
-    s3.proxy.inject("PUT", "f", s3proxy.SLOW_DOWN, times=100)
-    with pytest.raises(StorageError, match=r"s3://.*/mirror/f: PUT failed: SlowDown \(HTTP 503\)"):
-        put_small(store, "f", b"x")
-    assert s3.counts["PUT"] == storage_module.S3_MAX_ATTEMPTS
-
-
-def test_s3_error_codes_map_to_storage_errors(proxied):
-    store, s3 = proxied
-    s3.proxy.inject("PUT", "bad-digest", s3proxy.BAD_DIGEST)
-    s3.proxy.inject("PUT", "precondition", s3proxy.PRECONDITION_FAILED)
-    with pytest.raises(ChecksumMismatch, match="BadDigest"):
-        put(store, "bad-digest", b"data")
-    with pytest.raises(PreconditionFailed, match="precondition"):
-        put_small(store, "precondition", b"x", if_none_match=True)
-    assert s3.counts == {"PUT": 2}
-
-
-def test_s3_missing_bucket_is_named(s3_dest):
-    store = open_storage("s3://no-such-bucket-here/x", endpoint_url=s3_dest.endpoint_url)
-    with pytest.raises(StorageError, match="s3://no-such-bucket-here/x/k: PUT failed: NoSuchBucket"):
-        put_small(store, "k", b"x")
-
-
-def test_moto_stores_a_corrupted_upload_but_reads_catch_it(proxied):
-    """moto 5.2 accepts a PUT whose ChecksumSHA256 mismatches (real S3 answers BadDigest) and keeps the claimed
-    checksum; a later GET through S3Storage then fails botocore's checksum validation. The gap, pinned down."""
-    store, s3 = proxied
-    s3.proxy.inject("PUT", "f", s3proxy.CORRUPT_BODY)
-    put_small(store, "f", b"abc")
-    with pytest.raises(StorageError, match="mirror/f: GET failed: Expected checksum"):
-        store.get_bytes("f")
-    raw = boto3.session.Session().client(
-        "s3", endpoint_url=s3.endpoint_url, config=Config(response_checksum_validation="when_required")
-    )
-    assert raw.get_object(Bucket=s3.bucket, Key="mirror/f")["Body"].read() == bytes([ord("a") ^ 0xFF]) + b"bc"
 
 
 # ------------------------------------------------------------------------------------------------ memory

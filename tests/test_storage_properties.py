@@ -21,10 +21,12 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from sync.config import MirrorConfig
+from sync.folder_storage import FolderStorage
 from sync.layout import BINARY, STATE_PREFIX
 from sync.mirror import Mirror
 from sync.progress import Reporter
-from sync.storage import FolderStorage, S3Storage, Storage, StorageError, open_storage
+from sync.s3_storage import S3Storage
+from sync.storage import Storage, StorageError, open_storage
 from sync.upstream import UpstreamClient
 from tests.fixtures.s3 import S3Destination
 from tests.upstream.index import FakeIndex
