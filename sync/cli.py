@@ -20,7 +20,8 @@ from sync.lease import LeaseHeld
 from sync.mirror import Mirror
 from sync.progress import Reporter
 from sync.storage import StorageError, open_storage
-from sync.upstream import UpstreamClient, UpstreamError
+from sync.transport import UpstreamError
+from sync.upstream import UpstreamClient
 from sync.verify import MAX_WORKERS, Mode, verify_mirror
 from sync.verify_progress import CheckpointError, VerifyProgress
 

@@ -35,7 +35,8 @@ from sync.storage import (
     UnstorableKey,
     sha256_of,
 )
-from sync.upstream import UpstreamClient, UpstreamError
+from sync.transport import UpstreamError
+from sync.upstream import UpstreamClient
 
 # What can go wrong while fetching one file and is worth another try.
 RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)

@@ -30,7 +30,8 @@ from sync.project_status import is_quarantined, withhold_quarantined
 from sync.provenance import ProvenanceMirror, with_published_hashes
 from sync.state import MirrorState, ProjectState, load_state, save_state
 from sync.storage import PreconditionFailed, Storage, StorageError, put_chunks
-from sync.upstream import ProjectNotFound, UpstreamClient, UpstreamError
+from sync.transport import UpstreamError
+from sync.upstream import ProjectNotFound, UpstreamClient
 
 
 class Outcome(StrEnum):

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
-SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
-# A project name as PEP 508 allows it (before normalisation): ASCII only. Without re.ASCII, IGNORECASE lets through
-# letters that match an ASCII one case-insensitively (U+017F long s, U+0131 dotless i, U+212A Kelvin sign), and the
-# first two stay non-ASCII once normalised.
-PROJECT_NAME = re.compile(r"\A([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
 MAX_NAME_LENGTH = 200
+# A project name as PEP 508 allows it (before normalisation), of at most MAX_NAME_LENGTH characters: ASCII only
+# (re.ASCII: no letter outside A-Z matches, such as U+017F long s or U+212A Kelvin sign).
+_NAME = rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 2}}}[A-Za-z0-9])?"
+PROJECT_NAME = re.compile(_NAME, re.ASCII)
+NAME_LINES = re.compile(rf"(?:{_NAME}\n)*{_NAME}", re.ASCII)  # names joined by newlines, for a batch
 MAX_SERIAL = 2**63  # serials are 0 <= s < MAX_SERIAL: what every store and the next run can read back
 
 
@@ -21,17 +21,20 @@ class InvalidInput(ValueError):
 
 
 def normalize_project_name(name: str) -> str:
-    """PEP 503 normalised name, after checking that `name` is a valid project name at all."""
-    if len(name) > MAX_NAME_LENGTH or not PROJECT_NAME.match(name):
+    """PEP 503 normalised name (packaging's canonicalize_name), after checking that `name` is a valid project name."""
+    if not PROJECT_NAME.fullmatch(name):
         raise InvalidInput(f"invalid project name {name!r}")
     return canonicalize_name(name)
 
 
-def check_serial(where: str, value: object) -> int:
-    """`value` when it is a serial (an int, 0 <= value < 2**63); else InvalidInput "<where> <value> is not a serial"."""
-    if type(value) is not int or not 0 <= value < MAX_SERIAL:
-        raise InvalidInput(f"{where} {value!r:.40} is not a serial (an integer from 0 to 2**63 - 1)")
-    return value
+def normalize_project_names(names: list[str]) -> list[str]:
+    """normalize_project_name of each name, checked and normalised as one newline-joined string when all are valid:
+    a call per name costs ~1 µs, which is seconds for PyPI's million. Separators never reach a line's edge in a
+    valid name, so canonicalize_name of the joined names is the joined canonical names."""
+    joined = "\n".join(names)
+    if names and joined.count("\n") == len(names) - 1 and NAME_LINES.fullmatch(joined):
+        return canonicalize_name(joined).split("\n")
+    return [normalize_project_name(name) for name in names]
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Mapping
 
 from sync.models import InvalidInput, ProjectPage, ProjectStatus
+from sync.validate import UNSAFE_TEXT, encodable
 
 PROJECT_STATUSES = frozenset({"active", "archived", "quarantined", "deprecated"})
 STATUS_META = "pypi:project-status"
 REASON_META = "pypi:project-status-reason"
 MAX_REASON_LENGTH = 2_000  # characters; a reason is a sentence or two
-_CONTROL = frozenset(map(chr, range(32))) - {"\t", "\n", "\r"} | {"\x7f"}
 
 
 def status_from_json(where: str, value: object) -> ProjectStatus | None:
@@ -44,22 +44,14 @@ def _checked(where: str, status: object, reason: object) -> ProjectStatus:
         known = ", ".join(sorted(PROJECT_STATUSES))
         raise InvalidInput(f"{where}: project status {status!r:.80} is not one of {known}")
     if reason is not None:
-        if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or not _CONTROL.isdisjoint(reason):
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or not UNSAFE_TEXT.isdisjoint(reason):
             raise InvalidInput(
                 f"{where}: project status reason {reason!r:.80} is not a string of at most {MAX_REASON_LENGTH} "
                 "characters without control characters"
             )
-        if not _encodable(reason):
+        if not encodable(reason):
             raise InvalidInput(f"{where}: project status reason {reason!r:.80} is not valid Unicode")
     return ProjectStatus(status, reason or None)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def is_quarantined(page: ProjectPage) -> bool:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sync.models import MAX_NAME_LENGTH, DistFile, InvalidInput, ProjectPage, ProjectStatus, normalize_project_name
+from sync.models import DistFile, InvalidInput, ProjectPage, ProjectStatus, normalize_project_names
+from sync.pages import parse_json_page
 from sync.project_status import REASON_META, STATUS_META
 from sync.provenance import PROVENANCE_SHA256_KEY
-from sync.upstream import check_key, parse_json_page
+from sync.validate import check_key
 
 API_VERSION = "1.4"
 # Without every file's size a page cannot be a valid 1.1 (PEP 700) page: it says 1.0 and omits unknown sizes.
@@ -30,11 +30,6 @@ HTML_API_VERSION = "1.4"  # PEP 833: later versions change the JSON form only
 ACTIVE = ProjectStatus()
 FILE_LINK_PREFIX = "../../"  # from simple/<name>/ to the bucket root, where packages/ lives
 ROOT_BATCH = 4_096  # root entries rendered and encoded at a time: a few MB, whatever the number of projects
-# models.PROJECT_NAME (a PEP 508 name of at most MAX_NAME_LENGTH characters), one name per line.
-_NAME = rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 2}}}[A-Za-z0-9])?"
-NAME_LINES = re.compile(rf"(?:{_NAME}\n)*{_NAME}")
-SEPARATORS_TO_HYPHEN = str.maketrans("_.", "--")
-REPEATED_HYPHENS = re.compile(r"-{2,}")
 
 
 def file_href(key: str) -> str:
@@ -138,20 +133,6 @@ def project_json(page: ProjectPage) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _normalized_batch(names: list[str]) -> list[str]:
-    """The PEP 503 names of a batch of project names, checked as one string: a check per name costs ~1 µs, which
-    is seconds for PyPI's million. A name that is not a PEP 508 name raises InvalidInput naming it."""
-    joined = "\n".join(names)
-    normalized = joined.translate(SEPARATORS_TO_HYPHEN).lower()
-    if "--" in normalized:
-        normalized = REPEATED_HYPHENS.sub("-", normalized)
-    result = normalized.split("\n")
-    if len(result) != len(names) or not NAME_LINES.fullmatch(joined):
-        for name in names:
-            normalize_project_name(name)
-    return result
-
-
 def _root_body(
     projects: Iterable[tuple[str, int | None]], render: Callable[[str, str, int | None], str], separator: str
 ) -> Iterator[bytes]:
@@ -159,8 +140,7 @@ def _root_body(
     entries = iter(projects)
     first = True
     while batch := list(islice(entries, ROOT_BATCH)):
-        names = [name for name, _ in batch]
-        normalized = _normalized_batch(names)
+        normalized = normalize_project_names([name for name, _ in batch])
         text = separator.join(render(n, norm, serial) for (n, serial), norm in zip(batch, normalized, strict=True))
         yield ("" if first else separator).encode() + text.encode()
         first = False
@@ -178,7 +158,7 @@ def root_html(projects: Iterable[tuple[str, int | None]]) -> Iterator[bytes]:
         "    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
     yield head.encode()
-    # Only PEP 508 names get through _normalized_batch: letters, digits, . _ - need no HTML escaping.
+    # Only PEP 508 names get through normalize_project_names: letters, digits, . _ - need no HTML escaping.
     listed = False
     for chunk in _root_body(projects, _root_link, "\n"):
         listed = True
@@ -197,7 +177,7 @@ def root_json(projects: Iterable[tuple[str, int | None]], last_serial: int | Non
     if last_serial is not None:
         meta["_last-serial"] = last_serial
     yield ('{"meta":' + json.dumps(meta, sort_keys=True, separators=(",", ":")) + ',"projects":[').encode()
-    # Only PEP 508 names get through _normalized_batch: nothing in them needs JSON escaping.
+    # Only PEP 508 names get through normalize_project_names: nothing in them needs JSON escaping.
     yield from _root_body(projects, _root_entry, ",")
     yield b"]}"
 

@@ -112,31 +112,21 @@ class _TokenGuard:
         return chunk
 
 
-def json_listing_values(body: Readable, where: str) -> Iterator[tuple[str, str, object]]:
-    """(prefix, event, value) of the JSON root listing's values at most three levels deep, as ijson.parse would give
-    them, with the bounds of the module doc: no event of a deeper value is built, nor any prefix longer than three."""
+def json_events(body: Readable, where: str) -> Iterator[tuple[str, Any]]:
+    """(event, value) of a streamed JSON document, as ijson.basic_parse gives them, with the bounds of the module doc:
+    InvalidInput once nesting passes MAX_LISTING_DEPTH or one token MAX_TOKEN_BYTES."""
     guard = _TokenGuard(body, where)
-    path: list[str] = []  # per open container: "item" for an array, else the key being read
-    arrays: list[bool] = []
+    depth = 0
     try:
         for event, value in ijson.basic_parse(guard, buf_size=EVENT_BUFFER):
             guard.mark = guard.total
-            if event == "map_key":
-                path[-1] = value
-                continue
-            if event in ("end_map", "end_array"):
-                path.pop()
-                arrays.pop()
-                if len(path) <= 3:
-                    yield ".".join(path), event, None
-                continue
-            if len(path) <= 3:
-                yield ".".join(path), event, value
             if event in ("start_map", "start_array"):
-                if len(path) >= MAX_LISTING_DEPTH:
+                depth += 1
+                if depth > MAX_LISTING_DEPTH:
                     raise InvalidInput(f"{where}: nested deeper than {MAX_LISTING_DEPTH} levels")
-                arrays.append(event == "start_array")
-                path.append("item" if arrays[-1] else "")
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+            yield event, value
     except (ijson.JSONError, UnicodeDecodeError) as error:  # a lone surrogate escape (`"\\udc00"`) is not UTF-8
         raise InvalidInput(f"{where}: not valid JSON ({str(error).splitlines()[0]})") from None
 

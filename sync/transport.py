@@ -15,20 +15,23 @@ address.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import urllib3
+from stamina import Attempt
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util.retry import Retry
+
+from sync.origins import Origin, forbidden_address, origin_of
+from sync.retry import Retryable, attempts
 
 _T = TypeVar("_T")
 
@@ -39,15 +42,6 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 READ_CHUNK = 2**20
 REQUEST_DEADLINE = 600.0  # seconds for one request (retries and redirects included) before its body size counts
 MIN_TRANSFER_RATE = 256 * 2**10  # bytes a second: a body may take REQUEST_DEADLINE + its size at this rate
-DEFAULT_PORTS = {"http": 80, "https": 443}
-# Never connected to, whatever the configuration: link-local (the EC2/ECS/GCP/Azure metadata services live there)
-# and the metadata addresses outside it (AWS IPv6 IMDS, Alibaba Cloud, Oracle Cloud's legacy one).
-FORBIDDEN_NETWORKS = tuple(
-    ipaddress.ip_network(network)
-    for network in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32", "192.0.0.192/32")
-)
-
-Origin = tuple[str, str, int]  # (scheme, lower-case host, port)
 
 
 class UpstreamError(Exception):
@@ -60,49 +54,6 @@ class ForbiddenAddress(UpstreamError):
 
 class DeadlineExceeded(UpstreamError):
     """A request took longer than its total deadline."""
-
-
-def origin_of(url: str) -> Origin | None:
-    """(scheme, host, port) of an http(s) URL; None for any other URL or a malformed port."""
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        return None
-    return parts.scheme, parts.hostname.lower(), port
-
-
-def allowed_origins(hosts: Iterable[str]) -> frozenset[Origin]:
-    """The origins that `hosts` allow: `host` (https:443 and http:80), `host:port` (both schemes on that port) or
-    `scheme://host[:port]` (that one origin)."""
-    origins: set[Origin] = set()
-    for host in hosts:
-        if "://" in host:
-            origin = origin_of(host)
-            if origin is None:
-                raise ValueError(f"file host {host!r} is not an http(s) URL")
-            origins.add(origin)
-            continue
-        parts = urlsplit("//" + host)
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"file host {host!r} has an invalid port") from None
-        if not parts.hostname:
-            raise ValueError(f"file host {host!r} names no host")
-        name = parts.hostname.lower()
-        origins.update((scheme, name, port or default) for scheme, default in DEFAULT_PORTS.items())
-    return frozenset(origins)
-
-
-def forbidden_address(address: str) -> bool:
-    """Whether `address` (an IP address, as getpeername gives it) is link-local or a metadata service's."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope ("fe80::1%eth0") is not part of it
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in FORBIDDEN_NETWORKS)
 
 
 class _Deadline:
@@ -318,9 +269,6 @@ class Transport:
         with self._requests_lock:
             self._requests += 1
 
-    def pause(self, attempt: int) -> None:
-        time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF))
-
     def after_retries(self, status: int) -> str:
         return f" after {self.retries} retries" if status in RETRY_STATUSES else ""
 
@@ -434,15 +382,22 @@ class Transport:
     ) -> _T:
         """`read(response)` of a response with a status in `accepted` (else UpstreamError); a transfer broken
         mid-body is tried again from the start, `retries` times (a deadline passed is not)."""
-        attempt = 0
-        while True:
-            with self.response(method, url, headers, body=body, limit=limit, deadline=deadline) as response:
-                if response.status not in accepted:
-                    raise UpstreamError(f"{url}: HTTP {response.status}{self.after_retries(response.status)}")
-                try:
+        tries = self.retries + 1
+        try:
+            for attempt in self.attempts(HTTPError, tries):
+                with (
+                    attempt,
+                    self.response(method, url, headers, body=body, limit=limit, deadline=deadline) as response,
+                ):
+                    if response.status not in accepted:
+                        raise UpstreamError(f"{url}: HTTP {response.status}{self.after_retries(response.status)}")
                     return read(response)
-                except HTTPError as error:
-                    if attempt >= self.retries:
-                        raise UpstreamError(f"{url}: transfer failed {attempt + 1} times: {error}") from None
-            self.pause(attempt)
-            attempt += 1
+        except HTTPError as error:
+            raise UpstreamError(f"{url}: transfer failed {tries} times: {error}") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def attempts(self, on: Retryable, tries: int) -> Iterator[Attempt]:
+        """sync.retry.attempts paced as this transport's backoff: pauses from `backoff` doubling, never longer
+        than the last one urllib3 would take for `tries` (jittered up to it: never shorter than before)."""
+        longest = min(self.backoff * 2 ** max(tries - 2, 0), MAX_BACKOFF)
+        return attempts(on, attempts=tries, wait_initial=self.backoff, wait_max=longest)

@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 
 from bench import hostile_memory
-from sync import cli, transport
+from sync import cli, origins
 from sync.layout import STATE_KEY
+from sync.origins import allowed_origins, forbidden_address
 from sync.state import MirrorState
 from sync.storage import StorageError, open_storage
-from sync.transport import DeadlineExceeded, allowed_origins, forbidden_address
-from sync.upstream import UpstreamClient, UpstreamError
+from sync.transport import DeadlineExceeded, UpstreamError
+from sync.upstream import UpstreamClient
 from tests.test_faults_upstream import FaultRig, synced_rig, use_fast_client
 from tests.upstream.index import FakeIndex
 from tests.upstream.server import JSON_TYPE, Fault, UpstreamServer
@@ -298,7 +299,7 @@ def test_link_local_and_metadata_addresses_are_forbidden(address: str, forbidden
 def test_a_forbidden_address_is_never_sent_a_request_whatever_the_host_name(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transport, "FORBIDDEN_NETWORKS", (ipaddress.ip_network("127.0.0.0/8"),))
+    monkeypatch.setattr(origins, "FORBIDDEN_NETWORKS", (ipaddress.ip_network("127.0.0.0/8"),))
     with hosts({"/simple/demo/": html_page()}) as (upstream,):
         url = upstream.url.replace("127.0.0.1", name)
         with pytest.raises(UpstreamError, match=r"is at 127\.0\.0\.1, a link-local or instance-metadata address"):

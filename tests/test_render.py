@@ -12,8 +12,8 @@ from packaging.utils import canonicalize_name
 
 from sync import render
 from sync.models import DistFile, InvalidInput, ProjectPage
+from sync.pages import http_locator, parse_html_page
 from sync.render import parse_published_json, project_html, project_json
-from sync.upstream import http_locator, parse_html_page
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -15,17 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sync.models import InvalidInput
-from sync.upstream import (
-    PAGE_ACCEPT,
-    STALE_PAGE_ATTEMPTS,
-    ProjectNotFound,
-    StalePage,
-    UpstreamClient,
-    UpstreamError,
-    http_locator,
-    parse_html_page,
-    parse_json_page,
-)
+from sync.pages import http_locator, parse_html_page, parse_json_page
+from sync.transport import UpstreamError
+from sync.upstream import PAGE_ACCEPT, STALE_PAGE_ATTEMPTS, ProjectNotFound, StalePage, UpstreamClient
 from tests.upstream.index import BASE_SERIAL
 from tests.upstream.server import Fault, iso_time
 
@@ -490,7 +482,7 @@ def test_changelog_since_returns_names_and_serials(upstream, fake_index):
 
 def test_changelog_asks_again_while_answers_are_full(upstream, fake_index, monkeypatch):
     monkeypatch.setattr("tests.upstream.server.XMLRPC_MAX_ROWS", 3)
-    monkeypatch.setattr("sync.upstream.CHANGELOG_PAGE_ROWS", 3)
+    monkeypatch.setattr("sync.feed.CHANGELOG_PAGE_ROWS", 3)
     changes = client_for(upstream).changelog_since(BASE_SERIAL)
     assert [serial for _, serial in changes] == list(range(BASE_SERIAL + 1, fake_index.serial + 1))
     assert upstream.count("/pypi", method="POST") == 3  # 3 + 3 + 1 rows

@@ -20,16 +20,11 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sync.feed import changelog_events
 from sync.models import InvalidInput, normalize_project_name
+from sync.pages import http_locator, parse_html_page, parse_json_page
+from sync.root_listing import listing_from_html, listing_from_json, normalized_names
 from sync.safe_parse import json_cost, load_json, load_xmlrpc
-from sync.upstream import (
-    UpstreamClient,
-    _listing_from_html,
-    _listing_from_json,
-    http_locator,
-    parse_html_page,
-    parse_json_page,
-)
 
 FUZZ_EXAMPLES = 150
 fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -184,7 +179,7 @@ def test_random_html_pages_parse_or_are_refused(fragments: list[str]) -> None:
 
 
 def names_and_serials(entries: Any) -> list[tuple[str, int | None]]:
-    return list(UpstreamClient("https://pypi.example")._normalized(entries))
+    return list(normalized_names(entries, "https://pypi.example/simple/"))
 
 
 @fuzz
@@ -193,7 +188,7 @@ def names_and_serials(entries: Any) -> list[tuple[str, int | None]]:
 )
 def test_random_bytes_as_a_json_root_listing_parse_or_are_refused(pieces: list[bytes]) -> None:
     try:
-        listed = names_and_serials(_listing_from_json(io.BytesIO(b"".join(pieces))))  # type: ignore[arg-type]
+        listed = names_and_serials(listing_from_json(io.BytesIO(b"".join(pieces))))  # type: ignore[arg-type]
     except InvalidInput:
         return
     assert all(NORMALIZED.match(name) for name, _ in listed)
@@ -220,7 +215,7 @@ listing_documents = st.fixed_dictionaries(
 @example({"\udc00": None})  # a lone surrogate escape: ijson's C backend fails decoding it (found by this test)
 def test_random_json_root_listings_give_normalized_names_and_bounded_serials(document: object) -> None:
     try:
-        listed = names_and_serials(_listing_from_json(io.BytesIO(json.dumps(document).encode())))  # type: ignore[arg-type]
+        listed = names_and_serials(listing_from_json(io.BytesIO(json.dumps(document).encode())))  # type: ignore[arg-type]
     except InvalidInput:
         return
     for name, serial in listed:
@@ -233,7 +228,7 @@ def test_random_json_root_listings_give_normalized_names_and_bounded_serials(doc
 def test_random_html_root_listings_give_normalized_names(fragments: list[str]) -> None:
     body = io.BytesIO("".join(fragments).encode("utf-8", "surrogatepass"))
     try:
-        listed = names_and_serials((name, None) for name in _listing_from_html(body, "utf-8"))  # type: ignore[arg-type]
+        listed = names_and_serials((name, None) for name in listing_from_html(body, "utf-8"))  # type: ignore[arg-type]
     except InvalidInput:
         return
     assert all(NORMALIZED.match(name) for name, _ in listed)
@@ -261,10 +256,9 @@ def test_random_xmlrpc_answers_parse_within_their_bound_and_rows_never_stop_the_
     body = xmlrpc.client.dumps((answer,), methodresponse=True, allow_none=True).encode()
     (result,) = load_xmlrpc(body, "answer")
     rows = result if isinstance(result, list) else [result]
-    feed = UpstreamClient("https://pypi.example")
-    for row in rows:
-        event = feed._changelog_event(row)
-        assert event is None or (isinstance(event[0], str) and 0 <= event[1] < 2**63)
+    for event in changelog_events(rows, "https://pypi.example/pypi"):
+        assert isinstance(event[0], str)
+        assert 0 <= event[1] < 2**63
 
 
 @fuzz
