@@ -7,11 +7,12 @@ other file of the project for good. The page itself is refused (InvalidInput) wh
 entries claim the same storage key, or when every entry was dropped — publishing such a page would delete what the
 mirror holds on the word of a broken upstream.
 
-Why not pypi-simple (1.8.0, a test dependency that checks our pages): it would bring requests, beautifulsoup4,
-pydantic (a compiled pydantic-core) and mailbits into the Lambda bundle, to be validated again here anyway. Its JSON
-models refuse a whole page for one bad entry or provenance URL, keep `_last-serial` as any string and check no file
-name, key, host or ASCII name; its HTML page is a whole BeautifulSoup tree with no bound on links, labels or open
-constructs; it has no `provenance-sha256`. Our bounds (safe_parse, validate) would sit around it, not in it.
+Why not pypi-simple (1.8.0, kept as a test dependency that reads back our pages): it would add requests,
+beautifulsoup4, pydantic (compiled pydantic-core: it has aarch64/3.13 wheels, the rest is pure) and mailbits to the
+Lambda bundle, about 13 MB unpacked, to be validated again here anyway. Its pydantic models refuse a whole page for
+one bad entry or provenance URL, keep `_last-serial` as any string, and check no file name, storage key, host or
+ASCII name; its HTML page is a whole BeautifulSoup tree, and neither it nor its link stream bounds links, labels or
+open constructs; it knows PEP 740/792 but not our `_provenance-sha256`. Our bounds would sit around it, not in it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ Locate = Callable[[str, str, str], tuple[str, str]]
 
 
 def http_locator(page_url: str, project: str, hosts: Iterable[str]) -> Locate:
-    """Resolve file URLs against the page, allow only the origins `hosts` name (transport.allowed_origins), and store
+    """Resolve file URLs against the page, allow only the origins `hosts` name (origins.allowed_origins), and store
     each file at upstream's path: its URL path when that starts with /packages/ (PyPI's layout), else
     packages/<sha256 split 2/2/60>/<filename>."""
 

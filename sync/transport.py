@@ -8,6 +8,8 @@ address.
 - **Addresses.** Whatever the configuration and whatever DNS answers, the socket's peer address is checked right
   after it connects and before a byte is sent: link-local (169.254.0.0/16, fe80::/10, which hold the EC2, ECS, GCP and
   Azure metadata services) and the other clouds' metadata addresses are refused.
+- **Retries.** Statuses and connection errors retry inside urllib3 (its Retry, below); a body broken mid-transfer is
+  fetched again through `sync.retry.attempts`, paced as urllib3's backoff.
 - **Deadline.** A watchdog shuts a request's socket once its deadline passes, so a server that trickles a byte just
   inside each read timeout cannot keep a run alive: the read timeout bounds one silence, the deadline the whole.
 """
@@ -147,7 +149,8 @@ class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class _Retry(Retry):
-    """urllib3's Retry, with Retry-After capped and every repeated request reported to the client's counter."""
+    """urllib3's Retry, with Retry-After capped and every repeated request reported to the client's counter: urllib3
+    sleeps for whatever Retry-After says (an hour, from a hostile upstream) and has no hook per retry."""
 
     def __init__(
         self,

@@ -97,7 +97,7 @@ class UpstreamClient:
         self.xmlrpc_url = self.base_url + "/pypi"
         default_hosts = [PYPI_FILE_HOST] if parts.hostname == "pypi.org" else []
         own_origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-        # Where files and redirects may lead: scheme, host and port (transport.allowed_origins).
+        # Where files and redirects may lead: scheme, host and port (origins.allowed_origins).
         self.file_hosts = frozenset(host.lower() for host in (own_origin, *default_hosts, *file_hosts))
         self.retries = retries
         self.backoff = backoff
