@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any
 from urllib.parse import quote, unquote
 
+from sync.layout import FILES_PREFIX
 from sync.models import DistFile, InvalidInput, ProjectPage, ProjectStatus, normalize_project_names
 from sync.pages import parse_json_page
 from sync.project_status import REASON_META, STATUS_META
@@ -185,7 +186,7 @@ def root_json(projects: Iterable[tuple[str, int | None]], last_serial: int | Non
 def _published_location(url: str, filename: str, sha256: str) -> tuple[str, str]:
     """(url, key) of a link the mirror wrote: `../../<quoted key>`; the URL stays relative."""
     if not url.startswith(FILE_LINK_PREFIX):
-        raise InvalidInput(f"published file {filename!r}: URL {url!r} is not a ../../packages/ link")
+        raise InvalidInput(f"published file {filename!r}: URL {url!r} is not a {FILE_LINK_PREFIX}{FILES_PREFIX} link")
     return url, check_key("published page", filename, unquote(url.removeprefix(FILE_LINK_PREFIX)))
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from sync import feed
 from sync.config import PYPI_FILE_HOST
-from sync.layout import HTML_PAGE_V1, JSON_PAGE
+from sync.layout import HTML_PAGE_V1, JSON_PAGE, PAGES_PREFIX, edge_path
 from sync.listing import ProjectListing
 from sync.models import MAX_SERIAL, InvalidInput, ProjectPage, normalize_project_name
 from sync.origins import allowed_origins
@@ -93,7 +93,7 @@ class UpstreamClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream {base_url!r} is not an http(s) URL")
         self.base_url = base_url.rstrip("/")
-        self.simple_url = self.base_url + "/simple/"
+        self.simple_url = self.base_url + edge_path(PAGES_PREFIX)  # upstream serves the paths the mirror serves
         self.xmlrpc_url = self.base_url + "/pypi"
         default_hosts = [PYPI_FILE_HOST] if parts.hostname == "pypi.org" else []
         own_origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
