@@ -1,4 +1,4 @@
-"""The rules of `policy.rules` as pulumi-policy policies, all mandatory."""
+"""The rules of `policy.resource_rules` and `policy.stack_rules` as pulumi-policy policies, all mandatory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from policy.rules import RESOURCE_RULES, STACK_RULES, DeclaredResource, ResourceRule, StackRule
+from policy.resource_rules import RESOURCE_RULES
+from policy.resources import DeclaredResource, ResourceRule, StackRule
+from policy.stack_rules import STACK_RULES
 
 PACK_NAME = "pypi-cdn-security"
 
