@@ -17,16 +17,14 @@ from bootstrap.access import (
     AUDIENCE,
     OIDC_URL,
     READ_ONLY_POLICY_ARN,
-    BootstrapConfigError,
-    bootstrap_name,
-    deploy_policies,
     environment_subject,
     github_trust_policy,
-    parse_bootstrap_config,
     pull_request_subject,
     state_access_policy,
     tls_only_bucket_policy,
 )
+from bootstrap.config import BootstrapConfigError, bootstrap_name, parse_bootstrap_config
+from bootstrap.deploy import deploy_policies
 
 config = pulumi.Config()
 try:

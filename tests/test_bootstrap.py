@@ -14,21 +14,19 @@ import pytest
 from bootstrap.access import (
     AUDIENCE,
     OIDC_HOST,
-    BootstrapConfigError,
-    deploy_policies,
     environment_subject,
     github_trust_policy,
-    parse_bootstrap_config,
     pull_request_subject,
     state_access_policy,
 )
+from bootstrap.config import BootstrapConfigError, parse_bootstrap_config
+from bootstrap.deploy import deploy_policies
 
 BOOTSTRAP_PROGRAM = Path(__file__).resolve().parent.parent / "bootstrap" / "__main__.py"
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 REPOSITORY = "example-org/pypi-cdn"
 PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_HOST}"
-INLINE_POLICIES_LIMIT = 10_240  # IAM: characters of all inline policies of one role, whitespace excluded
 
 
 def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,41 +76,6 @@ def test_preview_state_access_writes_only_locks_and_only_decrypts() -> None:
     deploy = {statement["Sid"]: statement for statement in statements(state_access_policy(bucket, key, deploy=True))}
     assert deploy["StateWrite"]["Resource"] == ["arn:aws:s3:::state/*"]
     assert deploy["SecretsKey"]["Action"] == ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-
-
-def test_deploy_policies_are_scoped_and_fit_iam_limits() -> None:
-    documents = deploy_policies(ACCOUNT, REGION, "pypi-cdn")
-    scoped, unscoped = statements(documents[0]), statements(documents[1])
-    for statement in scoped:
-        assert "*" not in statement["Resource"], statement["Sid"]
-        for resource in statement["Resource"]:
-            assert (
-                "pypi-cdn" in resource
-                or f":{ACCOUNT}:" in resource
-                or resource.startswith(
-                    ("arn:aws:route53:::", f"arn:aws:ec2:{REGION}::image/", f"arn:aws:ssm:{REGION}::parameter/aws/")
-                )
-            ), resource
-    by_sid = {statement["Sid"]: statement for statement in scoped}
-    assert by_sid["Buckets"]["Resource"] == ["arn:aws:s3:::pypi-cdn*", "arn:aws:s3:::pypi-cdn*/*"]
-    # The dashboard (named pypi-cdn-<stack>-<component>) and the distribution's additional metrics.
-    assert by_sid["Dashboards"]["Resource"] == [f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/pypi-cdn*"]
-    assert "cloudfront:CreateMonitoringSubscription" in by_sid["Distributions"]["Action"]
-    assert by_sid["PassRoles"]["Condition"] == {
-        "StringEquals": {
-            "iam:PassedToService": ["lambda.amazonaws.com", "ec2.amazonaws.com", "scheduler.amazonaws.com"]
-        }
-    }
-    assert [statement["Sid"] for statement in unscoped] == ["CallsWithoutResourceScope"]
-    mutating = [
-        action for action in unscoped[0]["Action"] if not action.split(":")[1].startswith(("Describe", "List", "Get"))
-    ]
-    assert mutating == ["acm:RequestCertificate"]
-    every_action = [action for statement in scoped + unscoped for action in statement["Action"]]
-    assert "*" not in every_action
-    assert [action for action in every_action if action.endswith(":*")] == []
-    size = sum(len(json.dumps(document, separators=(",", ":"))) for document in documents)
-    assert size + len(json.dumps(state_access_policy("a" * 60, "k" * 80, deploy=True))) < INLINE_POLICIES_LIMIT
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
