@@ -39,7 +39,8 @@ from moto.server import ThreadedMotoServer
 
 import sync.mirror
 from bench.lag import CREDENTIALS, WallClockIndex, worker_loop
-from devstack.edge import EdgeServer, S3Origin
+from devstack.edge import EdgeServer
+from devstack.origins import S3Origin
 from devstack.redirector import LOCAL_ZONE_ID, Redirector, find_nginx, start_redirector
 from infra.edge.render import RedirectorSettings
 from sync.config import MirrorConfig

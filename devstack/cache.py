@@ -38,7 +38,7 @@ def policy_for(uri: str) -> CacheTtls:
 
 
 class OriginObject(Protocol):
-    """What the origin returns (devstack.edge.EdgeObject): a stream of the bytes and the stored headers."""
+    """What the origin returns (devstack.origins.EdgeObject): a stream of the bytes and the stored headers."""
 
     @property
     def body(self) -> BinaryIO: ...

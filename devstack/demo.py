@@ -7,7 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.edge import EdgeError, EdgeServer, FolderOrigin
+from devstack.edge import EdgeError, EdgeServer
+from devstack.origins import FolderOrigin
 from sync.cli import EXIT_OK, mirror_once
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig
 from sync.progress import Reporter

@@ -1,4 +1,5 @@
-"""A local stand-in for CloudFront: the deployed viewer-request function, run by node, in front of a bucket or folder.
+"""A local stand-in for CloudFront: the deployed viewer-request function, run by node, in front of a bucket or folder
+(`devstack/origins.py`).
 
 Every request becomes a CloudFront Functions event and goes through the same `infra/edge/viewer_request.js` the
 distribution runs (one long-lived node child, JSON lines over its stdin/stdout). The function either answers itself
@@ -13,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import select
 import shutil
 import subprocess
@@ -21,17 +21,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 from devstack.cache import CachedObject, EdgeCache, Lookup
 from devstack.invalidations import COMPLETE_SECONDS, EFFECT_SECONDS, InvalidationApi, InvalidationLedger
+from devstack.origins import EdgeObject, Origin
 from infra.edge import VIEWER_REQUEST_JS
-from sync.layout import PAGES_PREFIX, cache_control_for, content_type_for
+from sync.layout import PAGES_PREFIX
 
 FUNCTION_RUNNER_JS = Path(__file__).resolve().with_name("function_runner.js")
 NODE_HINT = "install Node.js 18 or newer (Debian/Ubuntu: apt-get install nodejs)"
@@ -154,73 +154,6 @@ def viewer_request_event(
             "cookies": {},
         },
     }
-
-
-@dataclass(frozen=True)
-class EdgeObject:
-    """An object the origin returned: a stream of its bytes and the headers it was stored with."""
-
-    body: BinaryIO
-    size: int
-    content_type: str
-    cache_control: str | None
-    etag: str | None
-
-
-class Origin(Protocol):
-    def fetch(self, key: str) -> EdgeObject | None:
-        """The object stored under `key`, or None when there is none."""
-        ...
-
-
-class FolderOrigin:
-    """Objects from a mirror folder (the sync's folder destination); types and caching derived from the key."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.root = Path(path).resolve()
-        if not self.root.is_dir():
-            raise ValueError(f"origin folder {str(path)!r} does not exist or is not a folder")
-
-    def fetch(self, key: str) -> EdgeObject | None:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
-            return None
-        try:
-            body = path.open("rb")
-        except FileNotFoundError:  # deleted by a sync since the check
-            return None
-        stat = os.fstat(body.fileno())
-        return EdgeObject(
-            body=body,
-            size=stat.st_size,
-            content_type=content_type_for(key),
-            cache_control=cache_control_for(key),
-            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
-        )
-
-
-class S3Origin:
-    """Objects from an S3 bucket (or moto), served with the Content-Type and Cache-Control they were stored with."""
-
-    def __init__(self, endpoint_url: str | None, bucket: str, prefix: str = "") -> None:
-        import boto3  # noqa: PLC0415 - only S3-backed edges need it
-
-        self.bucket = bucket
-        self.prefix = prefix
-        self._client = boto3.client("s3", endpoint_url=endpoint_url)
-
-    def fetch(self, key: str) -> EdgeObject | None:
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except self._client.exceptions.NoSuchKey:
-            return None
-        return EdgeObject(
-            body=response["Body"],
-            size=response["ContentLength"],
-            content_type=response.get("ContentType") or content_type_for(key),
-            cache_control=response.get("CacheControl"),
-            etag=response.get("ETag"),
-        )
 
 
 class _EdgeRequestHandler(BaseHTTPRequestHandler):

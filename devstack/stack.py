@@ -26,7 +26,8 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from devstack.edge import EdgeError, EdgeServer, S3Origin
+from devstack.edge import EdgeError, EdgeServer
+from devstack.origins import S3Origin
 from devstack.redirector import (
     LOCAL_ZONE_ID,
     NGINX_HINT,

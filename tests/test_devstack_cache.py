@@ -16,8 +16,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack.cache import EdgeCache, Freshness, freshness, policy_for
-from devstack.edge import EdgeServer, FolderOrigin
+from devstack.edge import EdgeServer
 from devstack.invalidations import COMPLETE_SECONDS, EFFECT_SECONDS, InvalidationApi, InvalidationLedger
+from devstack.origins import FolderOrigin
 from infra.cache_ttls import ERROR_CACHING_SECONDS, PAGES_TTLS, STATUS_TTLS, CacheTtls
 from sync.invalidation import EdgeRefresher, EdgeSettings, InvalidationMode
 from sync.layout import PAGE_CACHE_CONTROL

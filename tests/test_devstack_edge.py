@@ -18,7 +18,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from devstack.edge import EdgeError, EdgeServer, FolderOrigin, S3Origin, ViewerRequestFunction
+from devstack.edge import EdgeError, EdgeServer, ViewerRequestFunction
+from devstack.origins import FolderOrigin, S3Origin
 from sync.layout import FILE_CACHE_CONTROL, PAGE_CACHE_CONTROL
 from tests.upstream.corpus import installable_wheel
 

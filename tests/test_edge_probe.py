@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from devstack.edge import EdgeServer, S3Origin
+from devstack.edge import EdgeServer
+from devstack.origins import S3Origin
 from sync import edge_probe
 from sync.edge_probe import GIVE_UP_SECONDS, SAMPLE_PER_PASS, EdgeProbe, Probe, served_serial
 from sync.lambda_settings import EDGE_LAG_METRIC, settings_from_env
