@@ -21,10 +21,10 @@ import pulumi_aws as aws
 from infra.cache_ttls import ERROR_CACHING_SECONDS, FILES_TTLS, PAGES_TTLS, STATUS_TTLS, CacheTtls
 from infra.edge import VIEWER_REQUEST_JS
 from infra.origin import deny_insecure_transport, private_bucket
-from sync.layout import STATUS_KEY
+from sync.layout import FILES_PREFIX, PAGES_PREFIX, STATUS_KEY, edge_path
 
 CLOUDFRONT_REGION = "us-east-1"  # ACM certificates for CloudFront and CloudFront's log delivery live here
-STATUS_PATH = f"/{STATUS_KEY}"  # the mirror's public status, rewritten by every planner pass
+STATUS_PATH = edge_path(STATUS_KEY)  # the mirror's public status, rewritten by every planner pass
 MINIMUM_PROTOCOL_VERSION = "TLSv1.2_2021"
 LOG_RETENTION_DAYS = 90
 READ_METHODS = ["GET", "HEAD"]
@@ -156,8 +156,8 @@ class Cdn(pulumi.ComponentResource):
                 )
             ],
             ordered_cache_behaviors=[
-                cache_behavior("/packages/*", files_policy.id),
-                cache_behavior("/simple/*", pages_policy.id, functions=[function_association]),
+                cache_behavior(f"{edge_path(FILES_PREFIX)}*", files_policy.id),
+                cache_behavior(f"{edge_path(PAGES_PREFIX)}*", pages_policy.id, functions=[function_association]),
                 cache_behavior(STATUS_PATH, status_policy.id, functions=[function_association]),
             ],
             # `/simple` without a slash (redirected by the function) and everything else (404 from the function).
