@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync.config import ConfigError, MirrorConfig
@@ -15,6 +15,8 @@ from sync.lambda_settings import HandlerSettings, per_invocation_concurrency, se
 NAME = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,20}[A-Za-z0-9])?", fullmatch=True)
 TEXT = st.text(min_size=1, max_size=30)  # read verbatim: any non-empty text is a value
 SECONDS = st.floats(min_value=0, allow_nan=False)
+# Pure functions, but the machine is shared: no timing checks (one example was seen at 1.1 s under load).
+UNTIMED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 URL = st.sampled_from(["https://pypi.org", "http://127.0.0.1:8080", "https://mirror.example.org/pypi/"])
 
 
@@ -96,6 +98,7 @@ def lambda_settings(draw: st.DrawFn) -> HandlerSettings:
     )
 
 
+@UNTIMED
 @given(lambda_settings())
 def test_settings_survive_their_environment(settings: HandlerSettings) -> None:
     env = settings.to_env()
@@ -103,6 +106,7 @@ def test_settings_survive_their_environment(settings: HandlerSettings) -> None:
     assert settings_from_env(env) == settings
 
 
+@UNTIMED
 @given(
     st.fixed_dictionaries(
         {"PYPI_CDN_DEST": st.just("s3://bucket")},
