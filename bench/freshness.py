@@ -37,14 +37,16 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-import sync.mirror
+import sync.project_sync
+import sync.run
 from bench.lag import CREDENTIALS, WallClockIndex, worker_loop
 from devstack.edge import EdgeServer
 from devstack.origins import S3Origin
 from devstack.redirector import LOCAL_ZONE_ID, Redirector, find_nginx, start_redirector
 from infra.edge.render import RedirectorSettings
 from sync.config import MirrorConfig
-from sync.handlers import Deadline, Runtime
+from sync.dispatch import Deadline
+from sync.handlers import Runtime
 from sync.invalidation import (
     FREE_PATHS_PER_MONTH,
     PRICE_PER_PATH_USD,
@@ -326,7 +328,7 @@ class Bench:
 
 def print_table(configs: list[Config], args: argparse.Namespace) -> None:
     path = "redirector (nginx) → caching edge → bucket" if args.nginx else "caching edge → bucket (nginx absent)"
-    print(f"freshness through {path}; pages stored with Cache-Control: {sync.mirror.PAGE_CACHE_CONTROL}")
+    print(f"freshness through {path}; pages stored with Cache-Control: {sync.project_sync.PAGE_CACHE_CONTROL}")
     print(
         f"{args.window:.0f} s of changes per row; popular pages read every {POPULAR_INTERVAL:.0f} s, rare ones every "
         f"{args.rare_interval:.0f} s; lags in seconds from the upstream change; $/month: invalidations at "
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.nginx = find_nginx() is not None
-    sync.mirror.PAGE_CACHE_CONTROL = args.page_cache_control  # what the sync's publishing step writes
+    # What the sync's publishing steps write: the project pages and the root pages.
+    sync.project_sync.PAGE_CACHE_CONTROL = sync.run.PAGE_CACHE_CONTROL = args.page_cache_control
     os.environ.update(CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     bench = Bench(args.corpus, args.seed)

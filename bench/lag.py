@@ -25,7 +25,8 @@ from moto.server import ThreadedMotoServer
 
 from devstack.stack import sqs_event
 from sync.config import MirrorConfig
-from sync.handlers import Deadline, Runtime
+from sync.dispatch import Deadline
+from sync.handlers import Runtime
 from sync.lambda_settings import HandlerSettings
 from sync.progress import Reporter
 from tests.upstream.corpus import build_corpus

@@ -1,4 +1,4 @@
-"""Benchmark 2: render and store the root pages (HTML and JSON) for 1,000,000 projects, as `Mirror.publish_root`
+"""Benchmark 2: render and store the root pages (HTML and JSON) for 1,000,000 projects, as `sync.run.publish_root`
 does: streamed in batches through a spool into a folder destination.
 
 Peak memory is the process's high-water mark (VmHWM) after rendering, less the one before (names already built).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -17,8 +16,8 @@ from types import FrameType
 from sync.claims import Shard
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
 from sync.lease import LeaseHeld
-from sync.mirror import Mirror
-from sync.progress import Reporter
+from sync.progress import LogRoute, Reporter
+from sync.run import SyncRun
 from sync.storage import StorageError, open_storage
 from sync.transport import UpstreamError
 from sync.upstream import UpstreamClient
@@ -231,34 +230,20 @@ def run_mirror(args: argparse.Namespace) -> int:
     return mirror_once(config, Reporter(json_lines=json_lines))
 
 
-class LogEvents(logging.Handler):
-    """Warnings the engine's modules log (an upstream file entry dropped as unsafe, a listed name refused) as event
-    lines of the run's reporter, so every rejected input is named in the run's log."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        super().__init__(logging.WARNING)
-        self.reporter = reporter
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.reporter.event("warning", level=record.levelname.lower(), logger=record.name, message=record.getMessage())
-
-
 def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
     """One mirror run with the CLI's error handling; returns the exit code."""
     try:
-        # The mirror runs two file threads per upstream connection (see Mirror), each may hold an S3 connection.
+        # The run has two file threads per upstream connection (see ProjectSync), each may hold an S3 connection.
         storage = open_storage(config.dest, endpoint_url=config.endpoint_url, max_connections=2 * config.workers + 4)
     except (StorageError, ValueError) as error:
         return _fail(EXIT_DESTINATION, f"destination {config.dest}: {error}")
     upstream = UpstreamClient(
         config.upstream, contact=config.contact, max_connections=config.workers, file_hosts=config.allowed_file_hosts
     )
-    mirror = Mirror(config, upstream, storage, reporter)
-    log_events = LogEvents(reporter)
-    logging.getLogger("sync").addHandler(log_events)
+    run = SyncRun.local(config, upstream, storage, reporter)
     try:
-        with _sigterm_unwinds():
-            result = mirror.run(owner=f"{socket.gethostname()}:{os.getpid()}")
+        with _sigterm_unwinds(), LogRoute(reporter):
+            result = run.run(owner=f"{socket.gethostname()}:{os.getpid()}")
     except LeaseHeld as error:
         return _fail(EXIT_LEASE_HELD, str(error))
     except UpstreamError as error:
@@ -269,8 +254,7 @@ def mirror_once(config: MirrorConfig, reporter: Reporter) -> int:
         terminated = isinstance(interrupt, Terminated)
         return _fail(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED, "stopped by a signal; run again to resume")
     finally:
-        mirror.close()
-        logging.getLogger("sync").removeHandler(log_events)
+        run.close()
     for project in result.failed:
         print(f"failed: {project.name}: {'; '.join(project.errors)}", file=sys.stderr)
     return EXIT_PARTIAL if result.failed else EXIT_OK

@@ -1,15 +1,23 @@
-"""Run reporting: a live status line on a terminal, one JSON line per event otherwise."""
+"""The sync's one event path: a `Reporter` writes each event as a JSON line, as a line above a live status line on a
+terminal, or as a powertools structured log line (Lambda); `LogRoute` routes the `sync` package's logged warnings and
+stamina's retries into it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TextIO
 
+from stamina.instrumentation import RetryDetails, RetryHook, get_on_retry_hooks, set_on_retry_hooks
+
 STATUS_INTERVAL = 0.2  # seconds between status-line redraws
+# LogRecord's own attributes: an event field of one of these names is logged as `field_<name>` (logging refuses it).
+RESERVED_LOG_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 @dataclass
@@ -54,11 +62,13 @@ class StatusLine:
 
 
 class Reporter:
-    """Thread-safe sink for run events; `json_lines` is decided by whether the stream is a terminal."""
+    """Thread-safe sink for run events: to `logger` (a powertools Logger: one JSON object each, in CloudWatch) when
+    given, else to `stream`, as JSON lines or, on a terminal (`json_lines` None decides by it), a status line."""
 
-    def __init__(self, stream: TextIO = sys.stderr, *, json_lines: bool | None = None) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, *, json_lines: bool | None = None, logger: Any = None) -> None:
         self.stream = stream
-        self.json_lines = not stream.isatty() if json_lines is None else json_lines
+        self.logger = logger
+        self.json_lines = logger is not None or (not stream.isatty() if json_lines is None else json_lines)
         self.counters = Counters()
         self._lock = threading.Lock()
         self._last_draw = 0.0
@@ -66,6 +76,11 @@ class Reporter:
 
     def event(self, event: str, *, level: str = "info", **fields: Any) -> None:
         """Record one event; on a terminal only warnings and errors print as lines."""
+        if self.logger is not None:
+            log = {"warning": self.logger.warning, "error": self.logger.error}.get(level, self.logger.info)
+            extra = {(f"field_{k}" if k in RESERVED_LOG_FIELDS else k): v for k, v in fields.items()}
+            log(event, extra=extra, stacklevel=3)  # the location logged is the caller's, not this method's
+            return
         with self._lock:
             if self.json_lines:
                 record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
@@ -128,3 +143,45 @@ class Reporter:
             f"{_human_bytes(c.bytes)}  {_human_bytes(c.bytes / elapsed)}/s  ETA {eta}"
         )
         self._status.show(line)
+
+
+class LogRoute(logging.Handler):
+    """While installed, the warnings the `sync` package logs (an upstream file entry dropped as unsafe, a listed name
+    refused) and stamina's scheduled retries become events of `reporter`, so every rejected input and every retry is
+    named in the run's log. The CLI installs it around a run, the Lambda runtime for its container's life."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.WARNING)
+        self.reporter = reporter
+        self._previous_hooks: tuple[RetryHook, ...] = ()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.event("warning", level=record.levelname.lower(), logger=record.name, message=record.getMessage())
+
+    def _retry_scheduled(self, details: RetryDetails) -> None:
+        self.reporter.event(
+            "retry_scheduled",
+            level="warning",
+            callable=details.name,
+            retry=details.retry_num,
+            wait_seconds=round(details.wait_for, 3),
+            error=repr(details.caused_by),
+        )
+
+    def install(self) -> LogRoute:
+        logging.getLogger("sync").addHandler(self)
+        self._previous_hooks = get_on_retry_hooks()
+        set_on_retry_hooks([self._retry_scheduled])
+        return self
+
+    def remove(self) -> None:
+        logging.getLogger("sync").removeHandler(self)
+        set_on_retry_hooks(self._previous_hooks)
+
+    def __enter__(self) -> LogRoute:
+        return self.install()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.remove()

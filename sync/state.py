@@ -7,12 +7,13 @@ in tens of MB.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import cast
 
 from sync.layout import PRIVATE_CACHE_CONTROL, STATE_KEY
@@ -24,6 +25,11 @@ STATE_FORMAT = 2
 FOLD_AFTER_CHANGES = 16_384
 MAX_TABLES = 64
 _REMOVED = b""  # a table row that records a removal
+SAVE_BATCH = 4096  # project lines joined into one chunk while saving
+# A project line as this module writes it: a name without quote or backslash, a canonical serial (or null), an ASCII
+# ETag without control characters or escapes but `\"` (or null). Such a line is checked by this pattern alone, and
+# its `serial,etag` bytes are stored as they are; any other line goes through the JSON parser.
+_CANONICAL_ROW = re.compile(rb'\["([!#-\[\]-~]+)",(null|0|[1-9][0-9]{0,18}),(null|"(?:[ !#-\[\]-~]|\\")*")\]\n?')
 
 
 @dataclass(slots=True)
@@ -105,13 +111,11 @@ class ProjectStates(MutableMapping[str, ProjectState]):
 
     def rows(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, stored state) in name order: the tables and the changes merged as they are read."""
-        layers = [*self._tables, SortedTable.from_sorted(self._sorted_changes())]
-        # Newest layer first among equal keys; the first row of each key is the one that counts.
-        previous = None
-        for key, _, value in heapq.merge(*(_ranked(layer, -rank) for rank, layer in enumerate(layers))):
-            if key != previous and value != _REMOVED:
+        tables = self._tables
+        stored = iter(tables[0]) if len(tables) == 1 else _newest(tables)
+        for key, value in _overlay(stored, self._sorted_changes()):
+            if value != _REMOVED:
                 yield key, value
-            previous = key
 
     def _fold_if_due(self) -> None:
         if len(self._changes) < FOLD_AFTER_CHANGES:
@@ -140,6 +144,7 @@ class MirrorState:
     # same removes them. Stored only when there are some, so a state without it reads as before (and older code
     # reads this one).
     missing: set[str] = field(default_factory=set)
+    etag: str | None = field(default=None, compare=False)  # of the stored state this was loaded from (not stored)
 
     def __post_init__(self) -> None:
         if not isinstance(self.projects, ProjectStates):  # a plain mapping, as tests and tools build one
@@ -162,18 +167,12 @@ class MirrorState:
         if self.missing:
             header["missing"] = sorted(self.missing)
         yield json.dumps(header, separators=(",", ":")).encode() + b"\n"
-        for key, value in self.projects.rows():
-            yield b'["%s",%s]\n' % (key, value)
+        rows = self.projects.rows()
+        while batch := b"".join(b'["%s",%s]\n' % row for row in islice(rows, SAVE_BATCH)):
+            yield batch
 
     def to_json(self) -> bytes:
         return b"".join(self.json_lines())
-
-    def digest(self) -> str:
-        """sha256 of the stored form: equal digests, equal states."""
-        hasher = hashlib.sha256()
-        for line in self.json_lines():
-            hasher.update(line)
-        return hasher.hexdigest()
 
     @classmethod
     def from_json(cls, data: bytes) -> MirrorState:
@@ -204,10 +203,13 @@ class MirrorState:
 
 
 def load_state(storage: Storage) -> MirrorState | None:
-    """The stored state, read as it streams in; None for a destination no run has finished on."""
+    """The stored state, read as it streams in, with the ETag of the version read (comparing it with the stored
+    one's says whether another run saved meanwhile); None for a destination no run has finished on."""
     try:
         with storage.open(STATE_KEY) as stream:
-            return MirrorState.from_lines(stream)
+            state = MirrorState.from_lines(stream)
+            state.etag = stream.etag
+            return state
     except ObjectNotFound:
         return None
 
@@ -220,6 +222,9 @@ def save_state(storage: Storage, state: MirrorState) -> None:
 
 def _stored_row(line: bytes) -> tuple[bytes, bytes]:
     """(key, stored state) of one `[name, serial, etag]` line, checked in full."""
+    canonical = _CANONICAL_ROW.fullmatch(line)
+    if canonical is not None and (len(canonical[2]) < 19 or int(canonical[2]) < MAX_SERIAL):
+        return canonical[1], line[canonical.start(2) : canonical.end(3)]
     row = json.loads(line)
     if not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str):
         raise ValueError(f"bad project row {row!r:.80}")
@@ -251,6 +256,37 @@ def _encode(state: ProjectState) -> bytes:
 def _decode(value: bytes) -> ProjectState:
     serial, etag = json.loads(b"[%s]" % value)
     return ProjectState(serial, etag)
+
+
+def _newest(tables: list[SortedTable]) -> Iterator[tuple[bytes, bytes]]:
+    """The rows of `tables` merged in key order, the newest table's row of each key (removals included)."""
+    previous = None
+    # Newest table first among equal keys; the first row of each key is the one that counts.
+    for key, _, value in heapq.merge(*(_ranked(table, -rank) for rank, table in enumerate(tables))):
+        if key != previous:
+            yield key, value
+        previous = key
+
+
+def _overlay(rows: Iterator[tuple[bytes, bytes]], changes: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """`rows` (in key order) with `changes` (in key order, few) merged in, a change replacing the row of its key."""
+    if not changes:
+        yield from rows
+        return
+    pending = iter(changes)
+    change = next(pending)
+    for row in rows:
+        while change is not None and change[0] < row[0]:
+            yield change
+            change = next(pending, None)
+        if change is not None and change[0] == row[0]:
+            yield change
+            change = next(pending, None)
+        else:
+            yield row
+    if change is not None:
+        yield change
+        yield from pending
 
 
 def _ranked(table: SortedTable, rank: int) -> Iterator[tuple[bytes, int, bytes]]:

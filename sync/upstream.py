@@ -174,13 +174,9 @@ class UpstreamClient:
         except InvalidInput as error:
             raise UpstreamError(f"{self.simple_url}: {error}") from None
 
-    def changelog_since(self, serial: int) -> list[tuple[str, int]] | None:
-        """(project name, serial) of every change after `serial`, oldest first; None without XML-RPC upstream."""
-        events = self.changelog_events_since(serial)
-        return None if events is None else [(name, change_serial) for name, change_serial, _ in events]
-
     def changelog_events_since(self, serial: int) -> list[tuple[str, int, float]] | None:
-        """changelog_since with each change's upstream Unix time: (project name, serial, time), oldest first.
+        """(project name, serial, upstream Unix time) of every change after `serial`, oldest first; None without
+        XML-RPC upstream.
 
         Asks again while an answer is full (PyPI caps one at 50,000 rows), at most MAX_CHANGELOG_CALLS times: a
         truncated result is still correct, as the caller only advances to the serials it received.

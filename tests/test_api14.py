@@ -12,11 +12,12 @@ import pytest
 
 from sync.cli import main as cli_main
 from sync.config import ConfigError, MirrorConfig
+from sync.jobs import Outcome, ProjectResult
 from sync.lambda_settings import settings_from_env
 from sync.layout import INTEGRITY
-from sync.mirror import Outcome, ProjectResult, record_result
 from sync.models import DistFile, InvalidInput, ProjectStatus
 from sync.provenance import check_document
+from sync.run import record_result
 from sync.state import MirrorState, ProjectState
 from sync.upstream import UpstreamClient
 from tests.test_mirror import Harness, destination  # noqa: F401  (the fixture)

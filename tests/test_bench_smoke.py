@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-import sync.mirror
+import sync.project_sync
+import sync.run
 from bench import freshness, verify_scale
 from bench.compare import main
 from bench.lag import CREDENTIALS
@@ -87,7 +88,8 @@ def test_freshness_bench_runs_a_tiny_configuration(
 ) -> None:
     for name, value in CREDENTIALS.items():  # main() sets them; restored after the test
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(sync.mirror, "PAGE_CACHE_CONTROL", sync.mirror.PAGE_CACHE_CONTROL)
+    monkeypatch.setattr(sync.project_sync, "PAGE_CACHE_CONTROL", sync.project_sync.PAGE_CACHE_CONTROL)
+    monkeypatch.setattr(sync.run, "PAGE_CACHE_CONTROL", sync.run.PAGE_CACHE_CONTROL)
     arguments = "--rates 60 --modes targeted --window 4 --popular 2 --rare 1 --rare-interval 4 --corpus 12"
     assert freshness.main(arguments.split()) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| targeted"))

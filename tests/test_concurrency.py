@@ -18,9 +18,10 @@ import pytest
 
 from sync.cli import EXIT_LEASE_HELD, EXIT_OK
 from sync.config import MirrorConfig
+from sync.jobs import Outcome, ProjectJob, ProjectResult
 from sync.lease import LeaseHeld
-from sync.mirror import Mirror, Outcome, ProjectResult, RunResult
 from sync.progress import Reporter
+from sync.run import RunResult, SyncRun, publish_root
 from sync.storage import Storage, open_storage
 from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
@@ -39,8 +40,8 @@ def destination(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespa
     return SimpleNamespace(dest=s3.dest, endpoint_url=s3.endpoint_url)
 
 
-def new_mirror(upstream: UpstreamServer, destination: SimpleNamespace) -> Mirror:
-    """A Mirror with its own client, storage connection and reporter, as a separate process would have."""
+def new_mirror(upstream: UpstreamServer, destination: SimpleNamespace) -> SyncRun:
+    """A run (the CLI's) with its own client, storage connection and reporter, as a separate process would have."""
     config = MirrorConfig(
         dest=destination.dest, upstream=upstream.url, endpoint_url=destination.endpoint_url, workers=4
     )
@@ -48,7 +49,7 @@ def new_mirror(upstream: UpstreamServer, destination: SimpleNamespace) -> Mirror
         config.upstream, max_connections=4, retries=2, backoff=0.01, file_hosts=config.allowed_file_hosts
     )
     storage = open_storage(destination.dest, endpoint_url=destination.endpoint_url)
-    return Mirror(config, client, storage, Reporter(io.StringIO(), json_lines=True))
+    return SyncRun.local(config, client, storage, Reporter(io.StringIO(), json_lines=True))
 
 
 def storage_of(destination: SimpleNamespace) -> Storage:
@@ -115,7 +116,7 @@ def test_two_cli_runs_at_once_exit_0_and_5(upstream: UpstreamServer, tmp_path: P
 def sync_twice_at_once(upstream: UpstreamServer, destination: SimpleNamespace, name: str) -> list[ProjectResult]:
     workers = [new_mirror(upstream, destination) for _ in range(2)]
     try:
-        return at_once(*(lambda worker=worker: worker.sync_project(name) for worker in workers))
+        return at_once(*(lambda worker=worker: worker.core.sync(ProjectJob(name)) for worker in workers))
     finally:
         for worker in workers:
             worker.close()
@@ -134,7 +135,7 @@ def test_the_same_project_delivered_twice_at_once(
         lost = [r for r in results if r.outcome is Outcome.FAILED]
         assert len(published) >= 1, results
         assert all("another run published the project meanwhile" in r.errors[0] for r in lost), results
-    new_mirror(upstream, destination).publish_root(names)
+    publish_root(storage_of(destination), names)
     assert_sound(storage_of(destination))
 
 
@@ -145,19 +146,20 @@ def test_the_same_project_delivered_twice_across_a_change(
     publishes the newer page and deletes that file. A must not then publish its older page naming the deleted file."""
     project = fake_index.projects()[0]
     initial = new_mirror(upstream, destination)
-    assert initial.sync_project(project.name).outcome is Outcome.UPDATED
-    initial.publish_root([project.normalized])
+    assert initial.core.sync(ProjectJob(project.normalized)).outcome is Outcome.UPDATED
+    publish_root(storage_of(destination), [project.normalized])
+    initial.close()
     added = fake_index.add_file(project.name, f"{project.normalized}-9.0.tar.gz", b"9.0" * 1000, version="9.0")
     upstream.inject(rf"^{added.url_path}$", Fault.delay(1.5), times=1)
     slow, fast = new_mirror(upstream, destination), new_mirror(upstream, destination)
     try:
         with ThreadPoolExecutor(1) as pool:
-            slow_result = pool.submit(slow.sync_project, project.name)
+            slow_result = pool.submit(slow.core.sync, ProjectJob(project.normalized))
             deadline = time.monotonic() + 10
             while upstream.pending_faults() and time.monotonic() < deadline:  # A is now inside its slow download
                 time.sleep(0.01)
             fake_index.remove_file(project.name, project.files[0].filename)
-            fast_result = fast.sync_project(project.name)
+            fast_result = fast.core.sync(ProjectJob(project.normalized))
             results = [slow_result.result(timeout=30), fast_result]
     finally:
         slow.close()

@@ -12,24 +12,28 @@ from tests.upstream.index import BASE_SERIAL
 from tests.upstream.scripted import client_for
 
 
+def names_and_serials(events):
+    return [(name, serial) for name, serial, _ in events]
+
+
 def test_changelog_since_returns_names_and_serials(upstream, fake_index):
     start = fake_index.serial
     fake_index.add_file("tiny", "tiny-2.0.tar.gz", b"two", version="2.0")
     fake_index.yank("Foo_Bar", "foo_bar-1.0.tar.gz")
     client = client_for(upstream)
-    assert client.changelog_since(start) == [("tiny", start + 1), ("Foo_Bar", start + 2)]
+    assert names_and_serials(client.changelog_events_since(start)) == [("tiny", start + 1), ("Foo_Bar", start + 2)]
     assert client.changelog_events_since(start + 1) == [
         ("Foo_Bar", start + 2, float(int(fake_index.timestamp(start + 2).timestamp())))
     ]
     assert client.last_serial() == start + 2
-    assert client.changelog_since(start + 2) == []
+    assert client.changelog_events_since(start + 2) == []
 
 
 def test_changelog_asks_again_while_answers_are_full(upstream, fake_index, monkeypatch):
     monkeypatch.setattr("tests.upstream.server.XMLRPC_MAX_ROWS", 3)
     monkeypatch.setattr("sync.feed.CHANGELOG_PAGE_ROWS", 3)
-    changes = client_for(upstream).changelog_since(BASE_SERIAL)
-    assert [serial for _, serial in changes] == list(range(BASE_SERIAL + 1, fake_index.serial + 1))
+    changes = client_for(upstream).changelog_events_since(BASE_SERIAL)
+    assert [serial for _, serial, _ in changes] == list(range(BASE_SERIAL + 1, fake_index.serial + 1))
     assert upstream.count("/pypi", method="POST") == 3  # 3 + 3 + 1 rows
 
 
@@ -40,7 +44,7 @@ def test_a_malformed_changelog_row_is_skipped_with_one_log_line(upstream, caplog
     answer = answer.replace("<int>1234567</int>", f"<i8>{2**63}</i8>")  # past what xmlrpc.client.dumps writes
     upstream.override_path("/pypi", answer.encode(), "text/xml")
     with caplog.at_level(logging.WARNING, logger="sync.feed"):
-        assert client_for(upstream).changelog_since(BASE_SERIAL) == [("tiny", 7)]
+        assert names_and_serials(client_for(upstream).changelog_events_since(BASE_SERIAL)) == [("tiny", 7)]
     skipped = [record.getMessage() for record in caplog.records]
     assert len(skipped) == 3
     assert all("/pypi: skipping malformed changelog row [" in line for line in skipped)
@@ -50,7 +54,7 @@ def test_a_malformed_changelog_row_is_skipped_with_one_log_line(upstream, caplog
 def test_no_xmlrpc_means_no_change_feed(upstream):
     upstream.xmlrpc_enabled = False
     client = client_for(upstream)
-    assert client.changelog_since(BASE_SERIAL) is None
+    assert client.changelog_events_since(BASE_SERIAL) is None
     assert client.last_serial() is None
 
 

@@ -18,12 +18,16 @@ import pytest
 from devstack.stack import lambda_context, sqs_event
 from sync import handlers
 from sync.config import MirrorConfig
-from sync.handlers import Deadline, JobError, Outcome, ProjectJob, ProjectSyncer, run_local
+from sync.dispatch import Deadline
+from sync.handlers import run_local
+from sync.jobs import JobError, Outcome, ProjectJob
 from sync.lambda_settings import LAG_METRIC
 from sync.layout import ROSTER_PREFIX, STATUS_CACHE_CONTROL, STATUS_KEY
 from sync.lease import LeaseHeld, acquire
-from sync.mirror import Mirror
 from sync.progress import Reporter
+from sync.project_sync import ProjectSync
+from sync.roster import LeasedProjectSync
+from sync.run import publish_root
 from sync.state import load_state, save_state
 from sync.storage import open_storage
 from sync.upstream import UpstreamClient
@@ -348,7 +352,9 @@ def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_in
     config = MirrorConfig(dest=dest, upstream=upstream.url, workers=2)
     reporter = Reporter(io.StringIO(), json_lines=True)
     syncers = [
-        ProjectSyncer(Mirror(config, UpstreamClient(upstream.url), storage, reporter), owner=f"w{i}", lease_wait=20)
+        LeasedProjectSync(
+            ProjectSync(config, UpstreamClient(upstream.url), storage, reporter), owner=f"w{i}", lease_wait=20
+        )
         for i in range(2)
     ]
     for i in range(30):
@@ -358,7 +364,7 @@ def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_in
     results = []
     barrier = threading.Barrier(2, timeout=10)
 
-    def one(syncer: ProjectSyncer) -> None:
+    def one(syncer: LeasedProjectSync) -> None:
         barrier.wait()
         results.append(syncer.sync(ProjectJob("foo-bar", serial)))
 
@@ -368,7 +374,7 @@ def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_in
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(r.outcome for r in results) == sorted([Outcome.UPDATED, Outcome.UNCHANGED])
-    syncers[0].mirror.publish_root(["foo-bar"])
+    publish_root(storage, ["foo-bar"])
     report = verify_mirror(storage)
     assert report.problems == []
     assert report.orphans == []
@@ -377,15 +383,15 @@ def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_in
 def test_a_busy_project_is_retried_later_not_synced_alongside(upstream, tmp_path):
     dest = str(tmp_path / "mirror")
     storage = open_storage(dest)
-    mirror = Mirror(
+    mirror = ProjectSync(
         MirrorConfig(dest=dest, upstream=upstream.url),
         UpstreamClient(upstream.url),
         storage,
         Reporter(io.StringIO(), json_lines=True),
     )
-    holder = ProjectSyncer(mirror, owner="holder")
-    waiter = ProjectSyncer(mirror, owner="waiter", lease_wait=0.3)
-    with holder._project_lease("tiny"):
+    holder = LeasedProjectSync(mirror, owner="holder")
+    waiter = LeasedProjectSync(mirror, owner="waiter", lease_wait=0.3)
+    with holder.project_lease("tiny"):
         started = time.monotonic()
         result = waiter.sync(ProjectJob("tiny"))
         assert time.monotonic() - started < 5
@@ -397,14 +403,14 @@ def test_a_busy_project_is_retried_later_not_synced_alongside(upstream, tmp_path
 
 def test_a_project_lease_is_refused_while_held(upstream, tmp_path):
     storage = open_storage(str(tmp_path / "mirror"))
-    mirror = Mirror(
+    mirror = ProjectSync(
         MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url),
         UpstreamClient(upstream.url),
         storage,
         Reporter(io.StringIO(), json_lines=True),
     )
-    with ProjectSyncer(mirror, owner="holder")._project_lease("tiny"), pytest.raises(LeaseHeld, match="holder"):
-        ProjectSyncer(mirror, owner="other", lease_wait=0)._project_lease("tiny")
+    with LeasedProjectSync(mirror, owner="holder").project_lease("tiny"), pytest.raises(LeaseHeld, match="holder"):
+        LeasedProjectSync(mirror, owner="other", lease_wait=0).project_lease("tiny")
 
 
 # ------------------------------------------------------------------------------------------------ edge
@@ -454,7 +460,7 @@ def test_run_local_drives_the_same_planner_and_workers_with_threads(upstream, fa
     config = MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url, workers=2)
     reporter = Reporter(io.StringIO(), json_lines=True)
     first = run_local(config, reporter, inline_threshold=0, workers=3)
-    assert (first.planned, first.handed_off, first.failed, first.root_written) == (3, 3, 0, True)
+    assert (first.planned, first.handed_off, first.failed, first.root_written) == (3, 3, [], True)
     storage = open_storage(config.dest)
     assert json.loads(storage.get_bytes("simple/index.v1_json")[0])["projects"] == [{"name": n} for n in SAMPLE]
     report = verify_mirror(storage)

@@ -14,14 +14,15 @@ from types import SimpleNamespace
 import pytest
 
 from sync import files as files_module
-from sync import mirror as mirror_module
 from sync import render
 from sync.config import MirrorConfig
+from sync.dispatch import Deadline, InProcessDispatcher
 from sync.files import METADATA_MAX_BYTES, wheel_metadata
+from sync.jobs import Outcome, ProjectJob, ProjectResult
 from sync.layout import BINARY, FILE_CACHE_CONTROL, STATE_KEY
 from sync.lease import LeaseHeld, acquire
-from sync.mirror import Mirror, Outcome, ProjectResult, RunResult
 from sync.progress import Reporter
+from sync.run import SyncRun
 from sync.state import load_state
 from sync.storage import Storage, open_storage
 from sync.upstream import UpstreamClient
@@ -66,14 +67,16 @@ def destination(request, tmp_path):
 
 
 @dataclass
-class HarnessRun(RunResult):
-    """A run's result with every project's result, as `on_result` received them."""
+class HarnessRun:
+    """A run's failures and whether it wrote the root, with every project's result, as `on_result` received them."""
 
+    failed: list[ProjectResult]
+    root_written: bool
     projects: list[ProjectResult]
 
 
 class Harness:
-    """A Mirror wired to the local upstream and a destination, re-creatable with other settings."""
+    """A run (the CLI's) wired to the local upstream and a destination, re-creatable with other settings."""
 
     def __init__(self, upstream, destination, **settings):
         self.upstream = upstream
@@ -95,13 +98,13 @@ class Harness:
             backoff=0.01,
             file_hosts=config.allowed_file_hosts,
         )
-        mirror = Mirror(config, self.client, self.storage, Reporter(self.events, json_lines=True))
+        mirror = SyncRun.local(config, self.client, self.storage, Reporter(self.events, json_lines=True))
         results: list[ProjectResult] = []
         try:
             run = mirror.run(owner="test", on_result=results.append)
         finally:
             mirror.close()
-        return HarnessRun(run.failed, run.root_written, run.summary, results)
+        return HarnessRun(run.failed, run.root_written, results)
 
     def page(self, name: str):
         found = self.storage.inner.get_bytes(f"simple/{name}/index.v1_json")
@@ -531,29 +534,28 @@ def test_a_wheel_needs_exactly_one_top_level_metadata_and_a_small_directory(memb
     assert wheel_metadata(io.BytesIO(zipped({"a-1.dist-info/METADATA": b"one", "a/x.py": b""}))) == b"one"
 
 
-def test_a_big_plan_is_fed_to_the_workers_a_few_projects_at_a_time(upstream, tmp_path, monkeypatch):
+def test_a_big_plan_is_fed_to_the_workers_a_few_projects_at_a_time(upstream, tmp_path):
     """A plan of PyPI's size must not become a future per project: at most two queued per worker at any time."""
     harness = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None))
     config = harness.config()
-    mirror = Mirror(config, UpstreamClient(config.upstream), harness.storage, Reporter(io.StringIO()))
     handed_out, in_flight, most_ahead = [0], [0], [0]
     lock = threading.Lock()
 
-    def names():
+    def jobs():
         for index in range(500):
             with lock:
                 handed_out[0] += 1
                 most_ahead[0] = max(most_ahead[0], handed_out[0] - in_flight[0])
-            yield f"project-{index}", None
+            yield ProjectJob(f"project-{index}")
 
-    def finished(name, **_):
-        with lock:
-            in_flight[0] += 1
-        return mirror_module.ProjectResult(name, Outcome.UNCHANGED)
+    class Finished:
+        @staticmethod
+        def sync(job, **_):
+            with lock:
+                in_flight[0] += 1
+            return ProjectResult(job.project, Outcome.UNCHANGED)
 
-    plan = mirror_module.Plan(SimpleNamespace(items=names), None)  # a Mapping only as far as _sync_all reads it
-    monkeypatch.setattr(mirror, "sync_project", finished)
-    results = list(mirror._sync_all(plan, mirror_module.MirrorState(), resumed=False))
-    mirror.close()
+    dispatch = InProcessDispatcher(Finished(), config.workers, Reporter(io.StringIO()), threading.Event())
+    results = list(dispatch(jobs(), Deadline(), check_existing=False))
     assert len(results) == 500
     assert most_ahead[0] <= 2 * config.workers + 1

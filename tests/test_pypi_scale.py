@@ -22,14 +22,12 @@ PEAK_MB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:
 PLAN_IN_A_CHILD = """
 import json, sys, tempfile
 from sync.config import MirrorConfig
-from sync.mirror import Mirror
+from sync.plan import plan_run
 from sync.progress import Reporter
 from sync.state import MirrorState
-from sync.storage import open_storage
 from sync.upstream import UpstreamClient
 config = MirrorConfig(upstream=sys.argv[1], dest=tempfile.mkdtemp())
-mirror = Mirror(config, UpstreamClient(config.upstream), open_storage(config.dest), Reporter())
-plan = mirror.plan(MirrorState())
+plan = plan_run(config, UpstreamClient(config.upstream), MirrorState(), Reporter())
 print(json.dumps({
     "planned": len(plan.projects),
     "first": next(iter(plan.projects.items())),
@@ -60,20 +58,16 @@ STEADY_RUN_IN_A_CHILD = """
 import json, sys
 from pathlib import Path
 from sync.config import MirrorConfig
-from sync.mirror import Mirror
-from sync.progress import Reporter
+from sync.run import publish_root
 from sync.state import ProjectState, load_state, save_state
 from sync.folder_storage import FolderStorage
-from sync.upstream import UpstreamClient
 storage = FolderStorage(Path(sys.argv[1]))
-mirror = Mirror(MirrorConfig(upstream="http://127.0.0.1:9", dest=sys.argv[1]), UpstreamClient("http://127.0.0.1:9"),
-                storage, Reporter())
 state = load_state(storage)
 for i in range(0, len(state.projects), 93):
     state.projects[f"project-{i:07d}"] = ProjectState(40_000_000 + i, None)
 del state.projects["project-0000001"]
 state.projects["zzz-new-project"] = ProjectState(50_000_000, '"new"')
-mirror.publish_root(state.projects)
+publish_root(storage, state.projects)
 save_state(storage, state)
 print(json.dumps({"projects": len(state.projects), "peak_mb": PEAK_MB}))
 """.replace("PEAK_MB", PEAK_MB)

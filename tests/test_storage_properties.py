@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 from sync.config import MirrorConfig
 from sync.folder_storage import FolderStorage
+from sync.jobs import ProjectJob
 from sync.layout import BINARY, STATE_PREFIX
-from sync.mirror import Mirror
 from sync.progress import Reporter
+from sync.project_sync import ProjectSync
 from sync.s3_storage import S3Storage
 from sync.storage import Storage, StorageError, open_storage
 from sync.upstream import UpstreamClient
@@ -185,9 +186,9 @@ def test_a_hostile_page_writes_only_pages_files_and_the_private_state(
     hostile_upstream.override_page("tiny", body, JSON_TYPE)
     config = MirrorConfig(dest=storage.describe(), upstream=hostile_upstream.url, workers=1, file_attempts=1)
     client = UpstreamClient(hostile_upstream.url, retries=0, backoff=0, max_connections=1)
-    mirror = Mirror(config, client, storage, Reporter(io.StringIO(), json_lines=True))
+    mirror = ProjectSync(config, client, storage, Reporter(io.StringIO(), json_lines=True))
     try:
-        mirror.sync_project("tiny", check_published=False)
+        mirror.sync(ProjectJob("tiny", fresh=True))
     finally:
         mirror.close()
         hostile_upstream.clear_overrides()
