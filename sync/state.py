@@ -112,10 +112,7 @@ class ProjectStates(MutableMapping[str, ProjectState]):
     def rows(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, stored state) in name order: the tables and the changes merged as they are read."""
         tables = self._tables
-        stored = iter(tables[0]) if len(tables) == 1 else _newest(tables)
-        for key, value in _overlay(stored, self._sorted_changes()):
-            if value != _REMOVED:
-                yield key, value
+        return _overlay(iter(tables[0]) if len(tables) == 1 else _newest(tables), self._sorted_changes())
 
     def _fold_if_due(self) -> None:
         if len(self._changes) < FOLD_AFTER_CHANGES:
@@ -259,34 +256,39 @@ def _decode(value: bytes) -> ProjectState:
 
 
 def _newest(tables: list[SortedTable]) -> Iterator[tuple[bytes, bytes]]:
-    """The rows of `tables` merged in key order, the newest table's row of each key (removals included)."""
+    """The rows of `tables` merged in key order, the newest table's row of each key (unless a removal)."""
     previous = None
     # Newest table first among equal keys; the first row of each key is the one that counts.
     for key, _, value in heapq.merge(*(_ranked(table, -rank) for rank, table in enumerate(tables))):
-        if key != previous:
+        if key != previous and value != _REMOVED:
             yield key, value
         previous = key
 
 
 def _overlay(rows: Iterator[tuple[bytes, bytes]], changes: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    """`rows` (in key order) with `changes` (in key order, few) merged in, a change replacing the row of its key."""
-    if not changes:
-        yield from rows
-        return
+    """`rows` (in key order, no removals) with `changes` (in key order, few) merged in: a change replaces the row of
+    its key, a removal drops it."""
+    return _merged(rows, changes) if changes else rows
+
+
+def _merged(rows: Iterator[tuple[bytes, bytes]], changes: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
     pending = iter(changes)
-    change = next(pending)
+    change = next(pending, None)
     for row in rows:
         while change is not None and change[0] < row[0]:
-            yield change
+            if change[1] != _REMOVED:
+                yield change
             change = next(pending, None)
         if change is not None and change[0] == row[0]:
-            yield change
+            if change[1] != _REMOVED:
+                yield change
             change = next(pending, None)
         else:
             yield row
-    if change is not None:
-        yield change
-        yield from pending
+    while change is not None:
+        if change[1] != _REMOVED:
+            yield change
+        change = next(pending, None)
 
 
 def _ranked(table: SortedTable, rank: int) -> Iterator[tuple[bytes, int, bytes]]:

@@ -6,11 +6,9 @@ import io
 import json
 import os
 import re
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -18,19 +16,13 @@ import pytest
 from devstack.stack import lambda_context, sqs_event
 from sync import handlers
 from sync.config import MirrorConfig
-from sync.dispatch import Deadline
 from sync.handlers import run_local
-from sync.jobs import JobError, Outcome, ProjectJob
 from sync.lambda_settings import LAG_METRIC
 from sync.layout import ROSTER_PREFIX, STATUS_CACHE_CONTROL, STATUS_KEY
-from sync.lease import LeaseHeld, acquire
+from sync.lease import acquire
 from sync.progress import Reporter
-from sync.project_sync import ProjectSync
-from sync.roster import LeasedProjectSync
-from sync.run import publish_root
 from sync.state import load_state, save_state
 from sync.storage import open_storage
-from sync.upstream import UpstreamClient
 from sync.verify import verify_mirror
 from tests.s3proxy import Fault as S3Fault
 from tests.upstream.server import Fault
@@ -121,26 +113,6 @@ def emf_values(output: str, metric: str) -> list[float]:
             value = json.loads(line)[metric]
             values.extend(value if isinstance(value, list) else [value])
     return values
-
-
-# ------------------------------------------------------------------------------------------------ jobs
-def test_job_messages_round_trip_and_bad_ones_are_named():
-    job = ProjectJob("foo-bar", 1234, 1700000000.5)
-    assert ProjectJob.from_message(job.to_message()) == job
-    confirming = ProjectJob("foo-bar", confirm_removal=True)
-    assert ProjectJob.from_message(confirming.to_message()) == confirming
-    assert ProjectJob.from_message('{"project": "Foo_Bar"}') == ProjectJob("foo-bar")
-    for body in (
-        "not json",
-        '{"serial": 1}',
-        '{"project": "../x"}',
-        '{"project": "a", "serial": "1"}',
-        '{"project": "a", "serial": true}',
-        '{"project": "a", "changed_at": "now"}',
-        '{"project": "a", "confirm_removal": 1}',
-    ):
-        with pytest.raises(JobError, match="is not a project job"):
-            ProjectJob.from_message(body)
 
 
 # ------------------------------------------------------------------------------------------------ planner
@@ -346,73 +318,6 @@ def test_a_project_twice_in_one_batch_is_synced_once(monkeypatch, upstream, s3_d
     assert upstream.count("/simple/tiny/") == 1
 
 
-def test_two_syncs_of_one_project_at_once_leave_a_sound_mirror(upstream, fake_index, tmp_path):
-    dest = str(tmp_path / "mirror")
-    storage = open_storage(dest)
-    config = MirrorConfig(dest=dest, upstream=upstream.url, workers=2)
-    reporter = Reporter(io.StringIO(), json_lines=True)
-    syncers = [
-        LeasedProjectSync(
-            ProjectSync(config, UpstreamClient(upstream.url), storage, reporter), owner=f"w{i}", lease_wait=20
-        )
-        for i in range(2)
-    ]
-    for i in range(30):
-        fake_index.add_file("Foo_Bar", f"foo_bar-9.{i}.tar.gz", b"x" * 2000 + bytes([i]), version=f"9.{i}")
-    upstream.inject(r"/simple/foo-bar/", Fault.delay(0.3), times=1)  # the first sync holds the lease a while
-    serial = fake_index.project("Foo_Bar").last_serial
-    results = []
-    barrier = threading.Barrier(2, timeout=10)
-
-    def one(syncer: LeasedProjectSync) -> None:
-        barrier.wait()
-        results.append(syncer.sync(ProjectJob("foo-bar", serial)))
-
-    threads = [threading.Thread(target=one, args=(s,)) for s in syncers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert sorted(r.outcome for r in results) == sorted([Outcome.UPDATED, Outcome.UNCHANGED])
-    publish_root(storage, ["foo-bar"])
-    report = verify_mirror(storage)
-    assert report.problems == []
-    assert report.orphans == []
-
-
-def test_a_busy_project_is_retried_later_not_synced_alongside(upstream, tmp_path):
-    dest = str(tmp_path / "mirror")
-    storage = open_storage(dest)
-    mirror = ProjectSync(
-        MirrorConfig(dest=dest, upstream=upstream.url),
-        UpstreamClient(upstream.url),
-        storage,
-        Reporter(io.StringIO(), json_lines=True),
-    )
-    holder = LeasedProjectSync(mirror, owner="holder")
-    waiter = LeasedProjectSync(mirror, owner="waiter", lease_wait=0.3)
-    with holder.project_lease("tiny"):
-        started = time.monotonic()
-        result = waiter.sync(ProjectJob("tiny"))
-        assert time.monotonic() - started < 5
-    assert result.outcome is Outcome.FAILED
-    assert "project lease" in result.errors[0]
-    assert storage.get_bytes("simple/tiny/index.html") is None
-    assert waiter.sync(ProjectJob("tiny")).outcome is Outcome.UPDATED  # once the lease is free
-
-
-def test_a_project_lease_is_refused_while_held(upstream, tmp_path):
-    storage = open_storage(str(tmp_path / "mirror"))
-    mirror = ProjectSync(
-        MirrorConfig(dest=str(tmp_path / "mirror"), upstream=upstream.url),
-        UpstreamClient(upstream.url),
-        storage,
-        Reporter(io.StringIO(), json_lines=True),
-    )
-    with LeasedProjectSync(mirror, owner="holder").project_lease("tiny"), pytest.raises(LeaseHeld, match="holder"):
-        LeasedProjectSync(mirror, owner="other", lease_wait=0).project_lease("tiny")
-
-
 # ------------------------------------------------------------------------------------------------ edge
 def test_published_pages_are_invalidated_at_the_edge(monkeypatch, upstream, fake_index, s3_dest):
     cloudfront = boto3.client("cloudfront", endpoint_url=s3_dest.endpoint_url)
@@ -487,11 +392,3 @@ def test_the_planner_polls_the_feed_again_within_its_window(monkeypatch, upstrea
     assert summary["passes"] == 4  # at 0, 0.2, 0.4 and 0.6 s
     assert time.monotonic() - started < 3
     assert upstream.count("/pypi") == 4  # one change-feed request a pass
-
-
-def test_deadline_from_a_lambda_context_keeps_the_margin():
-    deadline = Deadline.for_lambda(SimpleNamespace(get_remaining_time_in_millis=lambda: 30_000), margin=10, cap=900)
-    assert 19 < deadline.remaining() <= 20
-    capped = Deadline.for_lambda(SimpleNamespace(get_remaining_time_in_millis=lambda: 900_000), margin=10, cap=60)
-    assert 49 < capped.remaining() <= 50
-    assert Deadline(-1).passed

@@ -16,9 +16,8 @@ import pytest
 from sync import files as files_module
 from sync import render
 from sync.config import MirrorConfig
-from sync.dispatch import Deadline, InProcessDispatcher
 from sync.files import METADATA_MAX_BYTES, wheel_metadata
-from sync.jobs import Outcome, ProjectJob, ProjectResult
+from sync.jobs import Outcome, ProjectResult
 from sync.layout import BINARY, FILE_CACHE_CONTROL, STATE_KEY
 from sync.lease import LeaseHeld, acquire
 from sync.progress import Reporter
@@ -532,30 +531,3 @@ def test_a_wheel_needs_exactly_one_top_level_metadata_and_a_small_directory(memb
     with pytest.raises(ValueError, match=message):
         wheel_metadata(io.BytesIO(zipped(members)))
     assert wheel_metadata(io.BytesIO(zipped({"a-1.dist-info/METADATA": b"one", "a/x.py": b""}))) == b"one"
-
-
-def test_a_big_plan_is_fed_to_the_workers_a_few_projects_at_a_time(upstream, tmp_path):
-    """A plan of PyPI's size must not become a future per project: at most two queued per worker at any time."""
-    harness = Harness(upstream, SimpleNamespace(dest=str(tmp_path / "m"), endpoint_url=None))
-    config = harness.config()
-    handed_out, in_flight, most_ahead = [0], [0], [0]
-    lock = threading.Lock()
-
-    def jobs():
-        for index in range(500):
-            with lock:
-                handed_out[0] += 1
-                most_ahead[0] = max(most_ahead[0], handed_out[0] - in_flight[0])
-            yield ProjectJob(f"project-{index}")
-
-    class Finished:
-        @staticmethod
-        def sync(job, **_):
-            with lock:
-                in_flight[0] += 1
-            return ProjectResult(job.project, Outcome.UNCHANGED)
-
-    dispatch = InProcessDispatcher(Finished(), config.workers, Reporter(io.StringIO()), threading.Event())
-    results = list(dispatch(jobs(), Deadline(), check_existing=False))
-    assert len(results) == 500
-    assert most_ahead[0] <= 2 * config.workers + 1
