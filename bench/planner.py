@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -49,16 +50,28 @@ def child() -> None:
     queue = runtime().queue
     assert queue is not None
     queue.sqs = RecordingSqs()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     summary = planner_handler({}, Context())
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     with open("/proc/self/status", encoding="ascii") as status:
         peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     print(
         json.dumps(
-            {"summary": summary, "seconds": seconds, "peak_mb": peak_kb / 1024, "sent": sum(sent), "batches": len(sent)}
+            {
+                "summary": summary,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "peak_mb": peak_kb / 1024,
+                "sent": sum(sent),
+                "batches": len(sent),
+            }
         )
     )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -130,6 +143,10 @@ def main() -> None:
         ("change-feed requests", f"{feed_requests}"),
         ("root pages written", f"{summary['root_written']}"),
         ("planner wall time", f"{result['seconds']:.1f} s"),
+        (
+            "planner CPU time (user + system)",
+            f"{result['cpu_seconds']:.1f} s",
+        ),
         ("planner peak RSS", f"{result['peak_mb']:.0f} MB"),
         ("(moto SQS enqueue rate, for reference)", f"{moto_rate:,.0f} messages/s"),
         ("(setup, not measured)", f"{setup_seconds:.0f} s"),
