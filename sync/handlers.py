@@ -201,19 +201,11 @@ def record_edge_lag(seconds: float) -> None:
         metrics.add_metric(name=EDGE_LAG_METRIC, unit=MetricUnit.Seconds, value=round(seconds, 3))
 
 
-_log_route: LogRoute | None = None
-
-
 @functools.cache
 def runtime() -> Runtime:
-    """The container's runtime, built from the environment on the first invocation; its events (and the sync's
-    logged warnings and retries) go to the powertools logger."""
-    global _log_route  # noqa: PLW0603  # one route a process, however often the runtime is rebuilt (tests)
-    reporter = Reporter(logger=logger)
-    if _log_route is not None:
-        _log_route.remove()
-    _log_route = LogRoute(reporter).install()
-    return Runtime(settings_from_env(), reporter, lag_sink=record_lag, edge_lag_sink=record_edge_lag)
+    """The container's runtime, built from the environment on the first invocation; its events go to the powertools
+    logger (and, during an invocation, the sync's logged warnings and retries: LogRoute)."""
+    return Runtime(settings_from_env(), Reporter(logger=logger), lag_sink=record_lag, edge_lag_sink=record_edge_lag)
 
 
 @metrics.log_metrics
@@ -222,13 +214,16 @@ def planner_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any
     current = runtime()
     settings = current.settings
     deadline = Deadline.for_lambda(context, margin=settings.time_margin, cap=settings.mirror.lease_ttl)
-    return current.poll(deadline, backfill=bool(isinstance(event, dict) and event.get("backfill")))
+    with LogRoute(current.reporter):
+        return current.poll(deadline, backfill=bool(isinstance(event, dict) and event.get("backfill")))
 
 
 @metrics.log_metrics
 def worker_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SQS worker: `{"batchItemFailures": [{"itemIdentifier": <message id>}, ...]}` names what to retry."""
-    return runtime().work(event, context)
+    current = runtime()
+    with LogRoute(current.reporter):
+        return current.work(event, context)
 
 
 # --------------------------------------------------------------------------------------------- local driver
