@@ -44,7 +44,7 @@ class Claim:
 
 
 def claims_of(page: ProjectPage) -> Iterator[Claim]:
-    """Every object the page names, as sync.mirror.objects_named counts them (but one claim per link): each file,
+    """Every object the page names, as sync.files.objects_named counts them (but one claim per link): each file,
     its core metadata and its provenance document when mirrored."""
     for dist in page.files:
         yield Claim(dist.key, dist.sha256, dist.size, page.normalized)
