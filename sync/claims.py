@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sync.layout import FILES_PREFIX
 from sync.models import ProjectPage
 from sync.provenance import provenance_objects
 
@@ -175,4 +176,4 @@ class Shard:
         return self._cut(self.index), self._cut(self.index + 1) if self.index + 1 < self.count else None
 
     def _cut(self, index: int) -> str:
-        return f"packages/{index * 256 // self.count:02x}" if index else ""
+        return f"{FILES_PREFIX}{index * 256 // self.count:02x}" if index else ""
