@@ -26,6 +26,7 @@ from sync.layout import BINARY, FILE_CACHE_CONTROL, PRIVATE_CACHE_CONTROL, conte
 from sync.models import DistFile, ProjectPage
 from sync.progress import Reporter
 from sync.provenance import provenance_objects
+from sync.retry import attempts
 from sync.storage import (
     ChecksumMismatch,
     Inspector,
@@ -38,8 +39,10 @@ from sync.storage import (
 from sync.transport import UpstreamError
 from sync.upstream import UpstreamClient
 
-# What can go wrong while fetching one file and is worth another try.
+# What can go wrong while fetching one file and is worth another try, and the pause before it (jittered, in seconds):
+# HTTP errors were already retried, with backoff, by the transport.
 RETRYABLE_FETCH_ERRORS = (ChecksumMismatch, UpstreamError, urllib3.exceptions.HTTPError, socket.timeout)
+FETCH_RETRY_WAIT, FETCH_RETRY_WAIT_MAX = 0.05, 0.5
 # A wheel's `.metadata` (PEP 658) is its top-level `<name>-<version>.dist-info/METADATA`, byte for byte.
 WHEEL_METADATA = re.compile(r"\A[^/]+\.dist-info/METADATA\Z")
 METADATA_MAX_BYTES = 16 * 2**20  # a bigger METADATA is fetched from upstream rather than decompressed (zip bomb)
@@ -50,6 +53,10 @@ WHEEL_MAX_DIRECTORY_BYTES = 16 * 2**20
 
 class FileFetchFailed(Exception):
     """A file could not be fetched and verified after every attempt."""
+
+
+class _AttemptFailed(Exception):
+    """One download of a file failed in a way worth another try; the cause is its one argument."""
 
 
 class StoredObjectConflict(StorageError):
@@ -210,36 +217,44 @@ class FileStore:
         if check_existing and (claimed := self._claim_existing(dist)) is not None:
             return claimed
         self.before_first_store()
-        last_error: Exception | None = None
-        for attempt in range(1, self.attempts + 1):
-            if self.stop.is_set():
-                raise FileFetchFailed("run stopped")
-            try:
-                with self.upstream.open_file(dist.url) as body:
-                    size = self.storage.put_file(
-                        dist.key,
-                        body,
-                        sha256=dist.sha256,
-                        size=dist.size,
-                        content_type=content_type_for(dist.key),
-                        cache_control=FILE_CACHE_CONTROL,
-                        inspect=inspect,
-                        if_none_match=True,
-                    )
-            except PreconditionFailed:
-                if (claimed := self._claim_existing(dist)) is not None:
-                    return claimed
-                last_error = StorageError(f"{dist.key}: stored and deleted meanwhile")
-                continue
-            except RETRYABLE_FETCH_ERRORS as error:
-                last_error = error
-                self.reporter.event(
-                    "file_retry", level="warning", key=dist.key, attempt=attempt, error=str(error) or repr(error)
+        failed: _AttemptFailed | None = None
+        try:
+            for attempt in attempts(
+                _AttemptFailed, attempts=self.attempts, wait_initial=FETCH_RETRY_WAIT, wait_max=FETCH_RETRY_WAIT_MAX
+            ):
+                with attempt:
+                    if self.stop.is_set():
+                        raise FileFetchFailed("run stopped")
+                    return self._fetch_and_store(dist, inspect, attempt.num)
+        except _AttemptFailed as error:
+            failed = error
+        raise FileFetchFailed(f"gave up after {self.attempts} attempts: {failed}")
+
+    def _fetch_and_store(self, dist: DistFile, inspect: Inspector | None, attempt: int) -> tuple[int, bool]:
+        """One download of `dist`, stored create-only; an object found stored meanwhile is claimed."""
+        try:
+            with self.upstream.open_file(dist.url) as body:
+                size = self.storage.put_file(
+                    dist.key,
+                    body,
+                    sha256=dist.sha256,
+                    size=dist.size,
+                    content_type=content_type_for(dist.key),
+                    cache_control=FILE_CACHE_CONTROL,
+                    inspect=inspect,
+                    if_none_match=True,
                 )
-                continue
-            self.reporter.file_stored(size)
-            return size, True
-        raise FileFetchFailed(f"gave up after {self.attempts} attempts: {last_error}")
+        except PreconditionFailed:
+            if (claimed := self._claim_existing(dist)) is not None:
+                return claimed
+            raise _AttemptFailed(StorageError(f"{dist.key}: stored and deleted meanwhile")) from None
+        except RETRYABLE_FETCH_ERRORS as error:
+            self.reporter.event(
+                "file_retry", level="warning", key=dist.key, attempt=attempt, error=str(error) or repr(error)
+            )
+            raise _AttemptFailed(error) from error
+        self.reporter.file_stored(size)
+        return size, True
 
     def _claim_existing(self, dist: DistFile) -> tuple[int, bool] | None:
         """The object already stored at `dist.key`, when it holds `dist`'s bytes: (size, False) once marked shared.

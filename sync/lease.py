@@ -8,16 +8,19 @@ Expiry is judged by each run's clock: keep the ttl far above any clock skew betw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from datetime import UTC, datetime
 from types import TracebackType
 
-from sync.layout import LEASE_KEY, PRIVATE_CACHE_CONTROL
+from sync.layout import LEASE_KEY, cache_control_for, content_type_for
+from sync.retry import attempts
 from sync.storage import PreconditionFailed, Storage
 
 ACQUIRE_ATTEMPTS = 4  # each lost race re-reads the lease; a live one then ends the attempt
+RACE_WAIT, RACE_WAIT_MAX = 0.01, 0.1  # seconds between attempts: jittered, so racing takers spread out
 
 
 class LeaseError(Exception):
@@ -30,6 +33,10 @@ class LeaseHeld(LeaseError):
 
 class LeaseLost(LeaseError):
     """Our lease was taken over (it had expired) or released: stop writing."""
+
+
+class _LostRace(Exception):
+    """The lease changed between our read and our conditional write: read it again."""
 
 
 def _timestamp(seconds: float) -> str:
@@ -105,8 +112,8 @@ def _write(storage: Storage, key: str, body: bytes, *, if_match: str | None = No
         return storage.put_bytes(
             key,
             body,
-            content_type="application/json",
-            cache_control=PRIVATE_CACHE_CONTROL,
+            content_type=content_type_for(key),
+            cache_control=cache_control_for(key),
             if_match=if_match,
             if_none_match=if_match is None,
         )
@@ -130,29 +137,36 @@ def acquire(storage: Storage, *, owner: str, ttl: float, key: str = LEASE_KEY) -
     holds it and until when."""
     if ttl <= 0:
         raise ValueError(f"lease ttl must be positive, got {ttl}")
-    for _ in range(ACQUIRE_ATTEMPTS):
-        now = time.time()
-        body = _body(owner, now, now + ttl)
-        try:
-            return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=_write(storage, key, body))
-        except PreconditionFailed:
-            pass  # a lease exists: read it
-        found = storage.get_bytes(key)
-        if found is None:
-            continue  # released in between: create it again
-        data, etag = found
-        try:
-            record = json.loads(data)
-            expires_at = _seconds(record["expires_at"])
-        except (ValueError, KeyError, TypeError):
-            raise LeaseHeld(
-                f"{storage.describe()} has an unreadable lease {key}; if no other run is active, delete it"
-            ) from None
-        if expires_at > now:
-            raise LeaseHeld(_held_message(storage, key, record))
-        try:
-            etag = _write(storage, key, body, if_match=etag)
-            return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=etag)
-        except PreconditionFailed:
-            continue  # another run took the expired lease first: read theirs
+    with contextlib.suppress(_LostRace):
+        for attempt in attempts(_LostRace, attempts=ACQUIRE_ATTEMPTS, wait_initial=RACE_WAIT, wait_max=RACE_WAIT_MAX):
+            with attempt:
+                return _take(storage, key, owner=owner, ttl=ttl)
     raise LeaseHeld(f"{storage.describe()}: lost the race for the lease {ACQUIRE_ATTEMPTS} times; try again")
+
+
+def _take(storage: Storage, key: str, *, owner: str, ttl: float) -> Lease:
+    """One attempt: create the lease, or take it over once expired; _LostRace when another run got in between."""
+    now = time.time()
+    body = _body(owner, now, now + ttl)
+    try:
+        return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=_write(storage, key, body))
+    except PreconditionFailed:
+        pass  # a lease exists: read it
+    found = storage.get_bytes(key)
+    if found is None:
+        raise _LostRace  # released in between: create it again
+    data, etag = found
+    try:
+        record = json.loads(data)
+        expires_at = _seconds(record["expires_at"])
+    except (ValueError, KeyError, TypeError):
+        raise LeaseHeld(
+            f"{storage.describe()} has an unreadable lease {key}; if no other run is active, delete it"
+        ) from None
+    if expires_at > now:
+        raise LeaseHeld(_held_message(storage, key, record))
+    try:
+        etag = _write(storage, key, body, if_match=etag)
+    except PreconditionFailed:
+        raise _LostRace from None  # another run took the expired lease first: read theirs
+    return Lease(storage, key, owner=owner, ttl=ttl, acquired_at=now, etag=etag)
