@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
+from sync.retry import attempts
 from sync.storage import (
     TEMP_FILE,
     Inspector,
@@ -31,6 +32,7 @@ from sync.storage import (
     write_chunk,
 )
 
+TEMP_ATTEMPTS = 3  # tries at a temp file whose folder a concurrent delete keeps pruning
 TEMP_NAME_BYTES = 64  # at most this much of `<name>` goes into a temp file's name: a long name still gets a temp file
 
 T = TypeVar("T")
@@ -71,17 +73,23 @@ class FolderStorage:
         """A fresh temp file beside `path`; retried when a concurrent delete prunes the directory in between."""
         self._check_storable(key)
         name = path.name.encode()[:TEMP_NAME_BYTES].decode(errors="ignore")
-        for _ in range(3):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                return tempfile.mkstemp(prefix=f".{name}.tmp-", dir=path.parent)
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                if error.errno == errno.ENAMETOOLONG:
-                    raise UnstorableKey(f"{key}: the path is too long for {self.root}") from error
-                raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
+        with contextlib.suppress(FileNotFoundError):
+            for attempt in attempts(FileNotFoundError, attempts=TEMP_ATTEMPTS, wait_initial=0.001, wait_max=0.01):
+                with attempt:
+                    return self._make_temp(key, path, name)
         raise StorageError(f"{key}: the folder of {path} keeps disappearing")
+
+    def _make_temp(self, key: str, path: Path, name: str) -> tuple[int, str]:
+        """One try at the temp file of `_new_temp`: FileNotFoundError when its directory vanished meanwhile."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(prefix=f".{name}.tmp-", dir=path.parent)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:
+                raise UnstorableKey(f"{key}: the path is too long for {self.root}") from error
+            raise StorageError(f"{key}: cannot write {path}: {error.strerror or error}") from error
 
     def _write_temp(self, key: str, path: Path, write: Callable[[BinaryIO], T]) -> tuple[str, T]:
         """Run `write` on a new temp file, fsync it and stamp its mtime to the nanosecond.
