@@ -34,7 +34,14 @@ from sync.dispatch import Deadline, Dispatcher, InProcessDispatcher, SqsDispatch
 from sync.edge_probe import EdgeProbe
 from sync.invalidation import EdgeRefresher
 from sync.jobs import Outcome, ProjectJob, ProjectResult
-from sync.lambda_settings import EDGE_LAG_METRIC, LAG_METRIC, HandlerSettings, settings_from_env
+from sync.lambda_settings import (
+    EDGE_LAG_METRIC,
+    LAG_METRIC,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    HandlerSettings,
+    settings_from_env,
+)
 from sync.progress import LogRoute, Reporter
 from sync.project_sync import ProjectSync
 from sync.roster import PROJECT_LEASE_TTL, LeasedProjectSync
@@ -184,8 +191,8 @@ class Runtime:
 
 
 # --------------------------------------------------------------------------------------------- Lambda entry
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "pypi-cdn-sync"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "pypi-cdn"))
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE))
 _metrics_lock = threading.Lock()
 
 

@@ -21,7 +21,7 @@ DEFAULT_MAX_WORKERS = 4  # concurrent queue-worker invocations (the event source
 DEFAULT_TIME_MARGIN = 10.0  # seconds left unused before the Lambda timeout, to checkpoint
 DEFAULT_POLL_INTERVAL = 10.0  # seconds between planner passes within one invocation; 0: one pass per invocation
 DEFAULT_PLANNER_WINDOW = 50.0  # seconds one invocation keeps polling: less than the schedule's one minute
-DEFAULT_LEASE_TTL = 300.0  # the planner renews nothing: its lease must outlive its longest run (Lambda max 900 s)
+DEFAULT_LEASE_TTL = 300.0  # renewed every third of it (sync/run.py): a killed planner's lease frees itself in 5 min
 ENV_OF_FIELD = {  # the MirrorConfig fields the environment carries; the others keep their defaults
     "dest": "PYPI_CDN_DEST",
     "upstream": "PYPI_CDN_UPSTREAM",
