@@ -137,11 +137,25 @@ def acquire(storage: Storage, *, owner: str, ttl: float, key: str = LEASE_KEY) -
     holds it and until when."""
     if ttl <= 0:
         raise ValueError(f"lease ttl must be positive, got {ttl}")
-    with contextlib.suppress(_LostRace):
-        for attempt in attempts(_LostRace, attempts=ACQUIRE_ATTEMPTS, wait_initial=RACE_WAIT, wait_max=RACE_WAIT_MAX):
-            with attempt:
-                return _take(storage, key, owner=owner, ttl=ttl)
+    try:
+        with contextlib.suppress(_LostRace):
+            for attempt in attempts(
+                _LostRace, attempts=ACQUIRE_ATTEMPTS, wait_initial=RACE_WAIT, wait_max=RACE_WAIT_MAX
+            ):
+                with attempt:
+                    return _take(storage, key, owner=owner, ttl=ttl)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM while the write was landing: leave no lease behind
+        _release_if_ours(storage, key, owner)
+        raise
     raise LeaseHeld(f"{storage.describe()}: lost the race for the lease {ACQUIRE_ATTEMPTS} times; try again")
+
+
+def _release_if_ours(storage: Storage, key: str, owner: str) -> None:
+    """Delete the lease at `key` if `owner` holds it (and it did not change since read); best effort."""
+    with contextlib.suppress(Exception):
+        found = storage.get_bytes(key)
+        if found is not None and json.loads(found[0]).get("owner") == owner:
+            storage.delete(key, if_match=found[1])
 
 
 def _take(storage: Storage, key: str, *, owner: str, ttl: float) -> Lease:

@@ -179,3 +179,36 @@ def test_s3_lost_answer_to_our_own_write_still_wins(proxied, monkeypatch):
     assert s3.counts["PUT"] == 4  # two writes, each sent twice
     assert stored_lease(store)["owner"] == "me"
     assert lease.release() is True
+
+
+class Interrupted:
+    """A storage where the run is interrupted (Ctrl-C, SIGTERM) during the lease write: after it lands (`landed`),
+    or before it is sent."""
+
+    def __init__(self, inner: Storage, *, landed: bool):
+        self.inner = inner
+        self.landed = landed
+
+    def put_bytes(self, key: str, body: bytes, **kwargs) -> str:
+        if self.landed:
+            self.inner.put_bytes(key, body, **kwargs)
+        raise KeyboardInterrupt
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.hostile_class(6)
+def test_an_interrupt_while_the_lease_write_lands_leaves_no_lease(storage: Storage) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        acquire(Interrupted(storage, landed=True), owner="me", ttl=60)  # type: ignore[arg-type]
+    assert stored_lease(storage) is None
+    acquire(storage, owner="other", ttl=60).release()  # nothing left to wait for
+
+
+def test_an_interrupt_never_deletes_another_runs_lease(storage: Storage) -> None:
+    held = acquire(storage, owner="other", ttl=60)
+    with pytest.raises(KeyboardInterrupt):
+        acquire(Interrupted(storage, landed=False), owner="me", ttl=60)  # type: ignore[arg-type]
+    assert stored_lease(storage)["owner"] == "other"  # type: ignore[index]
+    assert held.release()
