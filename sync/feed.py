@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import xmlrpc.client
-from typing import Any
+from typing import Any, NamedTuple
 
 from sync.models import MAX_SERIAL, InvalidInput
 from sync.safe_parse import load_xmlrpc
@@ -20,7 +20,17 @@ METHOD_NOT_FOUND = -32601
 CHANGELOG_PAGE_ROWS = 50_000  # PyPI's cap on one changelog_since_serial answer: a full answer means "ask again"
 MAX_CHANGELOG_CALLS = 200
 
-ChangeEvent = tuple[str, int, float]  # (project name as upstream spells it, serial, Unix time)
+REMOVE_PROJECT = "remove project"  # Warehouse's journal action when a project is deleted
+
+
+class ChangeEvent(NamedTuple):
+    """One changelog row: the project (as upstream spells it), its serial, its Unix time, and whether it deleted
+    the project (which confirms a 404 at once: `sync.plan`)."""
+
+    name: str
+    serial: int
+    at: float
+    removes_project: bool = False
 
 
 class FeedError(Exception):
@@ -66,7 +76,7 @@ def changelog_events(rows: object, where: str) -> list[ChangeEvent]:
 
 
 def _changelog_event(row: object, where: str) -> ChangeEvent | None:
-    """(name, serial, Unix time) of a [name, version, timestamp, action, serial] row; None (and one log line)
+    """The event of a [name, version, timestamp, action, serial] row; None (and one log line)
     for a malformed row, which is skipped: one bad row must not stop the feed for every project."""
     if isinstance(row, list | tuple) and len(row) >= 5:
         name, timestamp, serial = row[0], row[2], row[4]
@@ -77,6 +87,6 @@ def _changelog_event(row: object, where: str) -> ChangeEvent | None:
             and type(timestamp) in (int, float)
             and math.isfinite(timestamp)
         ):
-            return name, serial, float(timestamp)
+            return ChangeEvent(name, serial, float(timestamp), row[3] == REMOVE_PROJECT)
     LOG.warning("%s: skipping malformed changelog row %.200r", where, row)
     return None

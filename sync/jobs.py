@@ -21,7 +21,7 @@ class ProjectJob:
     project: str  # normalized name
     serial: int | None = None  # lowest upstream serial its page may have
     changed_at: float | None = None  # Unix time of the upstream change, for the lag metric and the edge probe
-    confirm_removal: bool = False  # upstream saying the project is gone is believed (listing or an earlier sync agree)
+    confirm_removal: bool = False  # upstream saying the project is gone is believed (listing, feed or last sync agree)
     known: ProjectState | None = None  # what the state records (serial, upstream ETag): a floor and If-None-Match
     fresh: bool = False  # the mirror is known not to hold the project: there is no published page to read
     retry: bool = False  # it failed in an earlier run, which may have stored some of its files

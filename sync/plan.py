@@ -20,12 +20,12 @@ class Plan:
 
     projects: Mapping[str, int | None]
     serial: int | None  # the change-feed serial the mirror reaches once every planned project is synced
-    confirmed_removals: Collection[str] = frozenset()  # held projects upstream confirms gone (unlisted)
+    confirmed_removals: Collection[str] = frozenset()  # upstream confirms gone: unlisted, or removed per the feed
     changed_at: Mapping[str, float] = field(default_factory=dict)  # Unix time of each project's newest feed change
 
     def removal_confirmed(self, name: str, state: MirrorState) -> bool:
-        """Whether upstream saying `name` is gone is to be believed now: the listing dropped it, or the last sync
-        found it gone too."""
+        """Whether upstream saying `name` is gone is to be believed now: the listing dropped it, the feed's newest
+        change of it removed the project, or the last sync found it gone too."""
         return name in self.confirmed_removals or name in state.missing
 
 
@@ -37,14 +37,16 @@ def plan_run(config: MirrorConfig, upstream: UpstreamClient, state: MirrorState,
         if events is not None:
             work = pending
             changed_at: dict[str, float] = {}
+            removed: dict[str, bool] = {}  # whether each project's newest change removed it
             serial = state.serial
-            for name, change_serial, when in events:
-                serial = max(serial, change_serial)
-                normalized = normalized_or_report(name, reporter)
+            for event in events:
+                serial = max(serial, event.serial)
+                normalized = normalized_or_report(event.name, reporter)
                 if normalized and wants_project(config, normalized):
-                    if change_serial >= (work.get(normalized) or 0):
-                        changed_at[normalized] = when
-                    work[normalized] = max(work.get(normalized) or 0, change_serial)
+                    if event.serial >= (work.get(normalized) or 0):
+                        changed_at[normalized] = event.at
+                        removed[normalized] = event.removes_project
+                    work[normalized] = max(work.get(normalized) or 0, event.serial)
             # Projects added to the allowlist since the last run are not in the feed: sync them too.
             work.update(
                 {
@@ -54,7 +56,8 @@ def plan_run(config: MirrorConfig, upstream: UpstreamClient, state: MirrorState,
                 }
             )
             work.update({name: None for name in state.missing if name not in work})  # asked again, to confirm
-            return Plan(work, serial, changed_at=changed_at)
+            confirmed = frozenset(name for name, gone in removed.items() if gone)
+            return Plan(work, serial, confirmed, changed_at=changed_at)
     # A mirror that already holds projects but no serial was made from an upstream without a change feed.
     serial = None if state.projects and state.serial is None else upstream.last_serial()
     if config.projects:

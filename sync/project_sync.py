@@ -5,8 +5,9 @@ Invariant, crash or not: every link in every published page resolves to an objec
 stored (verified, never replacing a stored object: `sync.files`) before the page that names them is written, and
 deleted only after the page stops naming them.
 
-Upstream saying a project is gone (404), or that it has no file left, is believed only when confirmed: by the root
-listing no longer naming it, or by the next sync agreeing (`MirrorState.missing`). Until then the old page stays.
+Upstream saying a project is gone (404), or that it has no file left, is believed only when confirmed: by the change
+feed's newest row for it being `remove project`, by the root listing no longer naming it, or by the next sync agreeing
+(`MirrorState.missing`). Until then the old page stays.
 
 `ProjectSync` is the core, for a run that holds the destination's lease; `LeasedProjectSync` (sync.roster) wraps it
 for syncs that run alongside others (queue workers).

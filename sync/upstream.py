@@ -174,9 +174,9 @@ class UpstreamClient:
         except InvalidInput as error:
             raise UpstreamError(f"{self.simple_url}: {error}") from None
 
-    def changelog_events_since(self, serial: int) -> list[tuple[str, int, float]] | None:
-        """(project name, serial, upstream Unix time) of every change after `serial`, oldest first; None without
-        XML-RPC upstream.
+    def changelog_events_since(self, serial: int) -> list[feed.ChangeEvent] | None:
+        """Every change after `serial` (project name, serial, upstream Unix time, whether it removed the project),
+        oldest first; None without XML-RPC upstream.
 
         Asks again while an answer is full (PyPI caps one at 50,000 rows), at most MAX_CHANGELOG_CALLS times: a
         truncated result is still correct, as the caller only advances to the serials it received.
@@ -194,7 +194,7 @@ class UpstreamClient:
             events.extend(batch)
             if len(rows) < feed.CHANGELOG_PAGE_ROWS:
                 break
-            newest = max((change_serial for _, change_serial, _ in batch), default=since)
+            newest = max((event.serial for event in batch), default=since)
             if newest <= since:
                 raise UpstreamError(f"{self.xmlrpc_url}: changelog_since_serial({since}) made no progress")
             since = newest

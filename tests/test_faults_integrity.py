@@ -160,7 +160,8 @@ def test_a_transient_404_removes_nothing(rig: FaultRig) -> None:
 @pytest.mark.hostile_class(7)
 def test_a_removed_project_goes_once_a_second_run_agrees(rig: FaultRig) -> None:
     gone = [f.url_path.lstrip("/") for f in rig.index.project("tiny").files]
-    rig.index.remove_project("tiny")
+    rig.index.add_file("tiny", "tiny-2.0.tar.gz", b"tiny two", version="2.0")  # a change, but no removal, in the feed
+    rig.upstream.inject(r"^/simple/tiny/$", Fault.status(404), times=PERSISTENT)
     first = rig.mirror()
     assert first.code == cli.EXIT_OK, first.stderr
     assert page(rig, "tiny") is not None
@@ -171,6 +172,19 @@ def test_a_removed_project_goes_once_a_second_run_agrees(rig: FaultRig) -> None:
     assert all(rig.storage.head(key) is None for key in gone)
     names = [p["name"] for p in json.loads(rig.storage.get_bytes("simple/index.v1_json")[0])["projects"]]
     assert names == ["foo-bar", "zope-hookable"]
+    rig.assert_sound(orphans_allowed=False)
+
+
+@pytest.mark.hostile_class(7)
+def test_the_change_feed_removing_a_project_confirms_its_404(rig: FaultRig) -> None:
+    gone = [f.url_path.lstrip("/") for f in rig.index.project("tiny").files]
+    rig.index.remove_project("tiny")  # the feed's newest row of it: "remove project"
+    first = rig.mirror()
+    assert first.code == cli.EXIT_OK, first.stderr
+    assert [e["project"] for e in first.named("project_removed")] == ["tiny"]
+    assert first.named("removal_unconfirmed") == []
+    assert page(rig, "tiny") is None
+    assert all(rig.storage.head(key) is None for key in gone)
     rig.assert_sound(orphans_allowed=False)
 
 

@@ -13,7 +13,7 @@ from tests.upstream.scripted import client_for
 
 
 def names_and_serials(events):
-    return [(name, serial) for name, serial, _ in events]
+    return [(event.name, event.serial) for event in events]
 
 
 def test_changelog_since_returns_names_and_serials(upstream, fake_index):
@@ -23,17 +23,25 @@ def test_changelog_since_returns_names_and_serials(upstream, fake_index):
     client = client_for(upstream)
     assert names_and_serials(client.changelog_events_since(start)) == [("tiny", start + 1), ("Foo_Bar", start + 2)]
     assert client.changelog_events_since(start + 1) == [
-        ("Foo_Bar", start + 2, float(int(fake_index.timestamp(start + 2).timestamp())))
+        ("Foo_Bar", start + 2, float(int(fake_index.timestamp(start + 2).timestamp())), False)
     ]
     assert client.last_serial() == start + 2
     assert client.changelog_events_since(start + 2) == []
+
+
+def test_a_removed_project_is_marked_in_its_change(upstream, fake_index):
+    start = fake_index.serial
+    fake_index.add_file("tiny", "tiny-2.0.tar.gz", b"two", version="2.0")
+    fake_index.remove_project("tiny")
+    events = client_for(upstream).changelog_events_since(start)
+    assert [(event.name, event.removes_project) for event in events] == [("tiny", False), ("tiny", True)]
 
 
 def test_changelog_asks_again_while_answers_are_full(upstream, fake_index, monkeypatch):
     monkeypatch.setattr("tests.upstream.server.XMLRPC_MAX_ROWS", 3)
     monkeypatch.setattr("sync.feed.CHANGELOG_PAGE_ROWS", 3)
     changes = client_for(upstream).changelog_events_since(BASE_SERIAL)
-    assert [serial for _, serial, _ in changes] == list(range(BASE_SERIAL + 1, fake_index.serial + 1))
+    assert [event.serial for event in changes] == list(range(BASE_SERIAL + 1, fake_index.serial + 1))
     assert upstream.count("/pypi", method="POST") == 3  # 3 + 3 + 1 rows
 
 

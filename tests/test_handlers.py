@@ -221,7 +221,8 @@ def test_many_changes_fan_out_over_the_queue_and_workers_publish_them(monkeypatc
     aws.sound()
 
     fake_index.add_file("tiny", "tiny-2.0.tar.gz", b"tiny two", version="2.0")
-    fake_index.remove_project("zope.Hookable")
+    fake_index.add_file("zope.Hookable", "zope.hookable-9.0.tar.gz", b"nine", version="9.0")  # no removal in the feed
+    upstream.inject(r"^/simple/zope-hookable/", Fault.status(404), times=1000)  # but its page answers 404
     third = aws.plan()
     assert third["handed_off"] == 2
     assert third["root_written"] is False  # the set of projects is unchanged until a worker says otherwise
@@ -371,10 +372,8 @@ def test_run_local_drives_the_same_planner_and_workers_with_threads(upstream, fa
     report = verify_mirror(storage)
     assert (report.problems, report.orphans) == ([], [])
     fake_index.remove_project("tiny")
-    unconfirmed = run_local(config, reporter, inline_threshold=0, workers=3)
-    assert (unconfirmed.planned, unconfirmed.root_written) == (1, False)  # one 404 is not enough
     second = run_local(config, reporter, inline_threshold=0, workers=3)
-    assert second.root_written is True
+    assert (second.planned, second.root_written) == (1, True)  # the feed's "remove project" confirms the 404
     assert [p["name"] for p in json.loads(storage.get_bytes("simple/index.v1_json")[0])["projects"]] == [
         "foo-bar",
         "zope-hookable",
