@@ -30,6 +30,8 @@ PROJECT_LEASE_PREFIX = STATE_PREFIX + "leases/"  # `<prefix><name>.json`: one sy
 ROSTER_PREFIX = STATE_PREFIX + "roster/"  # `<prefix><name>.<change>`: a worker's news for the planner
 SHARED_PREFIX = STATE_PREFIX + "shared/"  # `<prefix><key>`: more than one page may name the object at `key`
 
+PROVENANCE_SUFFIX = ".provenance"  # `<file>.provenance`: a file's PEP 740 provenance document, beside it
+
 # Media types.
 JSON_PAGE = "application/vnd.pypi.simple.v1+json"  # PEP 691
 HTML_PAGE_V1 = "application/vnd.pypi.simple.v1+html"  # PEP 691's HTML, which upstreams may answer with
@@ -40,7 +42,7 @@ CONTENT_TYPES_BY_SUFFIX = {
     HTML_PAGE_NAME: HTML_PAGE,
     JSON_PAGE_NAME: JSON_PAGE,
     ".json": "application/json",
-    ".provenance": INTEGRITY,
+    PROVENANCE_SUFFIX: INTEGRITY,
 }
 
 # Cache headers. Pages: 30 s at the edge and in clients, and no stale-while-revalidate, which hands the first reader
@@ -93,11 +95,12 @@ def content_type_for(key: str) -> str:
 
 
 def cache_control_for(key: str) -> str:
-    """The Cache-Control an object is served with, chosen from its key."""
+    """The Cache-Control an object is served with, chosen from its key. A `.provenance` document is cached as a
+    page, not as an immutable file: upstream may attest a file again, and the page then names the new document."""
     if key.startswith(STATE_PREFIX):
         return PRIVATE_CACHE_CONTROL
     if key == STATUS_KEY:
         return STATUS_CACHE_CONTROL
-    if key.startswith(FILES_PREFIX):
+    if key.startswith(FILES_PREFIX) and not key.endswith(PROVENANCE_SUFFIX):
         return FILE_CACHE_CONTROL
     return PAGE_CACHE_CONTROL

@@ -33,7 +33,7 @@ from packaging.utils import (
 )
 
 from sync.layout import INTEGRITY as INTEGRITY_TYPE
-from sync.layout import PAGE_CACHE_CONTROL
+from sync.layout import cache_control_for
 from sync.models import DistFile, InvalidInput, ProjectPage
 from sync.storage import Storage
 
@@ -226,6 +226,9 @@ class ProvenanceMirror:
         sha256 = hashlib.sha256(data).hexdigest()
         if held.get(dist.key) != sha256:
             self.storage.put_bytes(
-                dist.provenance_key, data, content_type=INTEGRITY_TYPE, cache_control=PAGE_CACHE_CONTROL
+                dist.provenance_key,
+                data,
+                content_type=INTEGRITY_TYPE,
+                cache_control=cache_control_for(dist.provenance_key),
             )
         return sha256

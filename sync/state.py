@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import cast
 
-from sync.layout import PRIVATE_CACHE_CONTROL, STATE_KEY
+from sync.layout import STATE_KEY, cache_control_for, content_type_for
 from sync.listing import SortedTable, encode_name
 from sync.models import MAX_SERIAL
 from sync.storage import ObjectNotFound, Storage, StorageError, put_chunks
@@ -213,7 +213,11 @@ def load_state(storage: Storage) -> MirrorState | None:
 
 def save_state(storage: Storage, state: MirrorState) -> None:
     put_chunks(
-        storage, STATE_KEY, state.json_lines(), content_type="application/json", cache_control=PRIVATE_CACHE_CONTROL
+        storage,
+        STATE_KEY,
+        state.json_lines(),
+        content_type=content_type_for(STATE_KEY),
+        cache_control=cache_control_for(STATE_KEY),
     )
 
 

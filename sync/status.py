@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from sync.layout import STATUS_CACHE_CONTROL, STATUS_KEY
+from sync.layout import STATUS_KEY, cache_control_for, content_type_for
 from sync.render import API_VERSION
 from sync.storage import Storage
 
@@ -101,4 +101,9 @@ def pass_status(
 
 
 def write_status(storage: Storage, status: MirrorStatus) -> None:
-    storage.put_bytes(STATUS_KEY, status.to_json(), content_type="application/json", cache_control=STATUS_CACHE_CONTROL)
+    storage.put_bytes(
+        STATUS_KEY,
+        status.to_json(),
+        content_type=content_type_for(STATUS_KEY),
+        cache_control=cache_control_for(STATUS_KEY),
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from sync import storage as storage_module
 from sync.folder_storage import FolderStorage
-from sync.layout import BINARY, FILE_CACHE_CONTROL, HTML_PAGE, JSON_PAGE, content_type_for
+from sync.layout import BINARY, FILE_CACHE_CONTROL
 from sync.s3_storage import S3Storage
 from sync.storage import ChecksumMismatch, PreconditionFailed, Storage, StorageError, open_storage
 from tests.storage_helpers import put, put_small, sha
@@ -30,18 +30,6 @@ def storage(request, tmp_path) -> Storage:
 
 
 # ------------------------------------------------------------------------------------------- destinations
-def test_content_types_follow_the_key():
-    assert content_type_for("simple/index.html") == HTML_PAGE == "text/html; charset=utf-8"
-    assert content_type_for("simple/foo/index.html") == HTML_PAGE
-    assert content_type_for("simple/foo/index.v1_json") == JSON_PAGE == "application/vnd.pypi.simple.v1+json"
-    assert content_type_for(".pypi-cdn/state.json") == "application/json"
-    for key in (
-        "packages/ab/cd/ef/foo-1.0-py3-none-any.whl",
-        "packages/ab/cd/ef/foo-1.0.tar.gz",
-        "packages/ab/cd/ef/foo-1.0-py3-none-any.whl.metadata",
-        "packages/ab/cd/ef/foo-1.0.zip",
-    ):
-        assert content_type_for(key) == BINARY == "application/octet-stream"
 
 
 def test_s3_destination_is_parsed_into_bucket_and_prefix(aws_credentials):
