@@ -148,7 +148,7 @@ class Reporter:
 class LogRoute(logging.Handler):
     """While installed, the warnings the `sync` package logs (an upstream file entry dropped as unsafe, a listed name
     refused) and stamina's scheduled retries become events of `reporter`, so every rejected input and every retry is
-    named in the run's log. The CLI installs it around a run, the Lambda runtime for its container's life."""
+    named in the run's log. The CLI installs it around a run, the Lambda runtime around each invocation."""
 
     def __init__(self, reporter: Reporter) -> None:
         super().__init__(logging.WARNING)
