@@ -149,13 +149,16 @@ def pypi_cdn_command(upstream: str, dest: str, endpoint_url: str | None, workers
 
 # ----------------------------------------------------------------------------------------------- the servers
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 in its own process on a free 127.0.0.1 port (so it never competes with the fake PyPI for a GIL)."""
+def moto_server(*, lean: bool = False) -> Iterator[str]:
+    """moto's S3 in its own process on a free 127.0.0.1 port (so it never competes with the fake PyPI for a GIL);
+    `lean` serves moto's S3 app without its dispatcher and access log (bench/moto_s3.py), for millions of requests."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "bench.moto_s3", str(port)]
+        if lean
+        else [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

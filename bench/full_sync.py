@@ -4,7 +4,7 @@ The fake PyPI lists `--projects` file-less projects and has no change feed, so t
 every project, fetches every page, publishes it, records it in the state and writes the root pages: all that grows
 with the number of projects, without the files' transfer time. `python -m sync mirror` runs as a child process,
 measured by `wait4` (bench.compare's wrapper). With `--s3` the destination is a bucket on a moto server (its own
-process), reached through tests/s3proxy.py, which counts the S3 requests by verb.
+process, bench/moto_s3.py), reached through tests/s3proxy.py, which counts the S3 requests by verb.
 Run: .venv/bin/python -m bench.full_sync [--projects 930000] [--s3]
 """
 
@@ -52,7 +52,7 @@ def main() -> None:
         proxy: S3Proxy | None = None
         s3 = None
         if args.s3:
-            endpoint = stack.enter_context(moto_server())
+            endpoint = stack.enter_context(moto_server(lean=True))
             if not args.no_count:
                 proxy = stack.enter_context(S3Proxy(endpoint))
                 endpoint = proxy.url

@@ -1,10 +1,11 @@
-"""Benchmark 1: one planner pass over a 1,000,000-project mirror with 20,000 upstream changes.
+"""Benchmark 1: one planner pass over a 1,000,000-project mirror with 20,000 upstream changes (or a backfill).
 
 The fake PyPI and moto S3 run in this process; the planner runs in a child process through the real Lambda entry
 point (`sync.handlers.planner_handler`), so its wall time and peak memory are its own. SQS is a recording stub
 in the child: moto's SQS takes minutes for 20,000 messages, which would time the emulator, not the planner; the
-enqueue rate of moto is measured separately for reference.
-Run: .venv/bin/python -m bench.planner [--projects N] [--changes N]
+enqueue rate of moto is measured separately for reference. `--backfill` measures the first sync's planner instead:
+an empty bucket and the event `{"backfill": true}`, so the whole root listing is planned and handed to SQS.
+Run: .venv/bin/python -m bench.planner [--projects N] [--changes N] [--backfill]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.upstream.server import UpstreamServer
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def child() -> None:
+def child(*, backfill: bool) -> None:
     """Run one planner invocation as Lambda would and print its summary, wall time and peak RSS."""
 
     class Context:
@@ -51,7 +52,7 @@ def child() -> None:
     assert queue is not None
     queue.sqs = RecordingSqs()
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    summary = planner_handler({}, Context())
+    summary = planner_handler({"backfill": True} if backfill else {}, Context())
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     with open("/proc/self/status", encoding="ascii") as status:
         peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
@@ -78,10 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=20_000)
+    parser.add_argument("--backfill", action="store_true", help="an empty mirror planned with {'backfill': true}")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child()
+        child(backfill=args.backfill)
         return
     os.environ.update(CREDENTIALS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -103,15 +105,17 @@ def main() -> None:
     sqs = boto3.client("sqs", endpoint_url=endpoint)
     queue_url = sqs.create_queue(QueueName="bench")["QueueUrl"]
     storage = open_storage("s3://bench", endpoint_url=endpoint)
-    state = MirrorState(
-        serial=mirrored_serial,
-        projects=ProjectStates(
-            (f"bulk-project-{i:07d}", ProjectState(1000 + i + 1, None)) for i in range(args.projects)
-        ),
-    )
-    save_state(storage, state)
-    state_mb = len(state.to_json()) / 1e6
-    del state
+    state_mb = 0.0
+    if not args.backfill:
+        state = MirrorState(
+            serial=mirrored_serial,
+            projects=ProjectStates(
+                (f"bulk-project-{i:07d}", ProjectState(1000 + i + 1, None)) for i in range(args.projects)
+            ),
+        )
+        save_state(storage, state)
+        state_mb = len(state.to_json()) / 1e6
+        del state
     setup_seconds = time.perf_counter() - setup_started
     with UpstreamServer(index) as upstream:
         env = {
@@ -123,10 +127,10 @@ def main() -> None:
             "PYPI_CDN_POLL_INTERVAL": "0",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
-        answer = subprocess.run(
-            [sys.executable, "-m", "bench.planner", "--child"], env=env, capture_output=True, text=True, check=True
-        )
+        command = [sys.executable, "-m", "bench.planner", "--child", *(["--backfill"] if args.backfill else [])]
+        answer = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         feed_requests = upstream.count("/pypi")
+        listing_requests = upstream.count("/simple/")
     result = json.loads(answer.stdout.strip().splitlines()[-1])
     probe = [{"Id": str(i), "MessageBody": json.dumps({"project": f"p{i}"})} for i in range(10)]
     probe_started = time.perf_counter()
@@ -136,11 +140,13 @@ def main() -> None:
     moto.stop()
     summary = result["summary"]
     rows = [
-        ("projects in the mirror (state.json)", f"{args.projects:,} ({state_mb:.0f} MB)"),
+        ("projects upstream", f"{args.projects:,}"),
+        ("projects in the mirror (state.json)", f"{0 if args.backfill else args.projects:,} ({state_mb:.0f} MB)"),
         ("upstream changes (distinct projects)", f"{args.changes:,} ({len(changed):,})"),
         ("planned / handed off to SQS", f"{summary['planned']:,} / {summary['handed_off']:,}"),
         ("messages sent (SendMessageBatch calls)", f"{result['sent']:,} ({result['batches']:,})"),
         ("change-feed requests", f"{feed_requests}"),
+        ("root listing requests", f"{listing_requests}"),
         ("root pages written", f"{summary['root_written']}"),
         ("planner wall time", f"{result['seconds']:.1f} s"),
         (
