@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,6 +84,7 @@ class Case:
     kind: str  # page | listing | xmlrpc
     content_type: str
     body: Callable[[], Iterator[bytes]]
+    workers: int = 1  # pages fetched at once by one client, as a run's workers do
 
 
 XML_HEAD = b"<?xml version='1.0'?><methodResponse><params><param><value><array><data>"
@@ -107,6 +109,12 @@ CASES = {
         "page", JSON_TYPE, repeated(PAGE_HEAD + b'"', b"a", 60 * MIB, '\U0001f600"]}'.encode())
     ),
     "JSON page: PyPI's largest (ddtrace-sized)": Case("page", JSON_TYPE, realistic_page(46_724)),
+    "10 workers at once: JSON pages of 600,000 one-key objects": Case(
+        "page", JSON_TYPE, repeated(PAGE_HEAD, b'{"a":0},', 4_800_000, b"0]}"), workers=10
+    ),
+    "10 workers at once: HTML pages of 3 MiB of minimal links": Case(
+        "page", "text/html", repeated(b"<html>", b"<a href=x>y</a>", 3 * MIB, b"</html>"), workers=10
+    ),
     "HTML page: a 64 MiB open comment": Case("page", "text/html", repeated(b"<html><!--", b"x", 64 * MIB)),
     "HTML page: 64 MiB of minimal links": Case("page", "text/html", repeated(b"<html>", b"<a href=x>y</a>", 64 * MIB)),
     "XML-RPC: billion laughs": Case("xmlrpc", "text/xml", laughs),
@@ -146,10 +154,14 @@ def serve(case: Case) -> str:
 def run_case(name: str) -> dict[str, object]:
     """Run one case in this process: what the client did, peak RSS (MB) and seconds."""
     case = CASES[name]
-    client = UpstreamClient(serve(case), retries=0, read_timeout=30)
+    client = UpstreamClient(serve(case), retries=0, read_timeout=30, max_connections=case.workers)
     start = time.monotonic()
     try:
-        if case.kind == "page":
+        if case.kind == "page" and case.workers > 1:
+            with ThreadPoolExecutor(case.workers) as pool:
+                pages = list(pool.map(lambda _: client.get_project("demo"), range(case.workers)))
+            outcome = f"parsed {len(pages)} pages: {sum(len(page.files) for page in pages if page)} files"
+        elif case.kind == "page":
             page = client.get_project("demo")
             outcome = f"parsed: {len(page.files) if page else 0} files"
         elif case.kind == "listing":

@@ -156,6 +156,7 @@ class LinkParser(HTMLParser):
             attributes = sum(VALUE_COST + len(name) + len(value or "") for name, value in self._anchor.items())
             self.cost += LINK_COST + len(label) + attributes
             if self.cost > MAX_LINKS_COST:
+                self.links.clear()  # the error's traceback keeps this parser: not its links
                 raise InvalidInput(f"its links would take over {MAX_LINKS_COST >> 20} MiB")
             self.links.append((self._anchor, label))
             self._anchor = None

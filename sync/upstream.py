@@ -7,6 +7,7 @@ pages), `sync.root_listing` (the root listing) and `sync.feed` (the change feed)
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import importlib.metadata
 import logging
@@ -23,6 +24,7 @@ from sync.layout import HTML_PAGE_V1, JSON_PAGE, PAGES_PREFIX, edge_path
 from sync.listing import ProjectListing
 from sync.models import MAX_SERIAL, InvalidInput, ProjectPage, normalize_project_name
 from sync.origins import allowed_origins
+from sync.page_budget import PAGE_MEMORY, MemoryBudget, Reservation, page_cost, worst_page_cost
 from sync.pages import decoded_chunks, http_locator, parse_html_page, parse_json_page
 from sync.root_listing import listing_from_html, listing_from_json, normalized_names
 from sync.safe_parse import load_json
@@ -68,6 +70,7 @@ class _Fetched:
     charset: str
     etag: str | None
     serial: int | None  # from the X-PyPI-Last-Serial header
+    reservation: Reservation | None = None  # of the page memory budget, held until the page is parsed
 
 
 class UpstreamClient:
@@ -88,6 +91,7 @@ class UpstreamClient:
         max_listing_size: int = MAX_LISTING_SIZE,
         max_retry_after: float = MAX_RETRY_AFTER,
         deadline: float = REQUEST_DEADLINE,
+        page_memory: MemoryBudget = PAGE_MEMORY,
     ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -103,6 +107,7 @@ class UpstreamClient:
         self.backoff = backoff
         self.max_page_size = max_page_size
         self.max_listing_size = max_listing_size
+        self.page_memory = page_memory
         contact_part = f"; {contact}" if contact else ""
         self.user_agent = f"pypi-cdn/{client_version()} (+{PROJECT_URL}{contact_part})"
         self._transport = Transport(
@@ -135,18 +140,27 @@ class UpstreamClient:
         for attempt in self._transport.attempts(StalePage, STALE_PAGE_ATTEMPTS):
             with attempt:
                 target = f"{url}?t={time.time_ns()}" if attempt.num > 1 else url
-                fetched = self._fetch("GET", target, headers, accepted=PAGE_STATUSES, limit=self.max_page_size)
-                if fetched.status == 404:
-                    if min_serial is None or attempt.num > 1:
-                        raise ProjectNotFound(f"{url}: project {project!r} not found upstream (404)")
-                    # maybe a cached 404 from before the project was created: ask past the cache once
-                    raise StalePage(f"{url}: 404, maybe cached from before serial {min_serial}")
-                page = None if fetched.status == 304 else self._parse_project(fetched, project)
+                fetched = self._fetch(
+                    "GET", target, headers, accepted=PAGE_STATUSES, limit=self.max_page_size, budget=self.page_memory
+                )
+                with fetched.reservation or contextlib.nullcontext():
+                    page = self._page_of(fetched, project, url, min_serial, attempt.num)
                 serial = fetched.serial if page is None else page.last_serial
                 if min_serial is None or serial is None or serial >= min_serial:
                     return page
                 raise StalePage(f"{url}: serial {serial} is still older than {min_serial} after {attempt.num} attempts")
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _page_of(
+        self, fetched: _Fetched, project: str, url: str, min_serial: int | None, attempt: int
+    ) -> ProjectPage | None:
+        """The page of one answer (None for a 304); ProjectNotFound, or StalePage to ask again, for a 404."""
+        if fetched.status == 404:
+            if min_serial is None or attempt > 1:
+                raise ProjectNotFound(f"{url}: project {project!r} not found upstream (404)")
+            # maybe a cached 404 from before the project was created: ask past the cache once
+            raise StalePage(f"{url}: 404, maybe cached from before serial {min_serial}")
+        return None if fetched.status == 304 else self._parse_project(fetched, project)
 
     def list_projects(self) -> ProjectListing:
         """Every project of the root listing: normalized name -> its last serial (None from an HTML listing).
@@ -234,12 +248,28 @@ class UpstreamClient:
         accepted: frozenset[int],
         limit: int,
         body: bytes | None = None,
+        budget: MemoryBudget | None = None,
     ) -> _Fetched:
-        """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError)."""
+        """A whole response of at most `limit` bytes with a status in `accepted` (else UpstreamError); a 200 read
+        with a `budget` holds its share of it (`_Fetched.reservation`, for the caller to release)."""
+
+        taken: list[Reservation] = []  # by every attempt: one that failed, even after reading, gives its share back
 
         def read(response: Response) -> _Fetched:
-            content = response.read_all() if response.status == 200 else bytearray()
             header = response.headers.get("Content-Type", "")
+            reservation = None
+            if response.status == 200 and budget is not None:
+                reservation = budget.reserve(worst_page_cost(_length(response, limit)), f"{response.url}: page")
+                taken.append(reservation)
+            try:
+                content = response.read_all() if response.status == 200 else bytearray()
+                if reservation is not None:
+                    cost = page_cost(content, json=content_type(header)[0] == JSON_PAGE)
+                    reservation.fit(cost, f"{response.url}: page")
+            except BaseException:
+                if reservation is not None:
+                    reservation.release()
+                raise
             return _Fetched(
                 response.status,
                 response.url,
@@ -248,9 +278,19 @@ class UpstreamClient:
                 *content_type(header),
                 response.headers.get("ETag"),
                 _header_serial(url, response.headers.get(SERIAL_HEADER)),
+                reservation,
             )
 
-        return self._transport.read_retrying(method, url, headers, accepted=accepted, read=read, limit=limit, body=body)
+        fetched = None
+        try:
+            fetched = self._transport.read_retrying(
+                method, url, headers, accepted=accepted, read=read, limit=limit, body=body
+            )
+            return fetched
+        finally:
+            for reservation in taken:
+                if fetched is None or reservation is not fetched.reservation:
+                    reservation.release()
 
     # ---------------------------------------------------------------------------------------------- pages
     def _parse_project(self, fetched: _Fetched, normalized: str) -> ProjectPage:
@@ -299,6 +339,12 @@ def content_type(header: str) -> tuple[str, str]:
     message = email.message.Message()
     message["Content-Type"] = header[:MAX_CONTENT_TYPE]
     return message.get_content_type(), message.get_content_charset() or "utf-8"
+
+
+def _length(response: Response, limit: int) -> int:
+    """The body's announced length, or `limit` (what reading may take) when it announces none or a wrong one."""
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.isascii() and value.isdigit() and int(value) <= limit else limit
 
 
 def _header_serial(url: str, value: str | None) -> int | None:
