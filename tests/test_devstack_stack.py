@@ -186,6 +186,7 @@ def squatter() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@NEEDS_NGINX
 def test_a_taken_port_stops_the_stack_with_a_clear_error(upstream, squatter: int) -> None:
     stack = LocalStack(upstream=upstream.url, projects=[PROJECT], port=squatter)
     with pytest.raises(RedirectorError, match=f"127.0.0.1:{squatter} is already in use"), stack:
@@ -193,6 +194,7 @@ def test_a_taken_port_stops_the_stack_with_a_clear_error(upstream, squatter: int
     assert (stack.redirector, stack.edge, stack.moto) == (None, None, None)  # nothing left running
 
 
+@NEEDS_NGINX
 def test_a_port_taken_after_the_check_is_not_mistaken_for_nginx(
     squatter: int, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
