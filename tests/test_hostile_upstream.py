@@ -388,7 +388,10 @@ def test_a_signal_stops_the_run_and_releases_the_lease(
 
 
 # -------------------------------------------------------------------------------------------- class 3: memory
-@pytest.mark.parametrize("case", list(hostile_memory.CASES))
+MEMORY_CASES = list(hostile_memory.CASES)
+
+
+@pytest.mark.parametrize("case", MEMORY_CASES)
 @pytest.mark.hostile_class(3)
 def test_hostile_answers_stay_within_the_memory_budget(case: str) -> None:
     figure = hostile_memory.measure(case, timeout=120)
