@@ -11,7 +11,7 @@ import pytest
 
 import sync.project_sync
 import sync.run
-from bench import freshness, verify_scale
+from bench import faults_report, freshness, verify_scale
 from bench.compare import main
 from bench.lag import CREDENTIALS
 from tests.upstream.index import FakeIndex
@@ -114,3 +114,11 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     assert rows[0][8] == "152"  # one HEAD per object, and one each for the lease and the root HTML
     assert any(line.startswith("folder rehash: ") and "bytes/object" in line for line in lines)
     assert any("10,000,000 HEAD" in line for line in lines)
+
+
+def test_faults_report_counts_every_table(capsys: pytest.CaptureFixture[str]) -> None:
+    faults_report.main()
+    output = capsys.readouterr().out
+    assert "hostile answers measured for memory (of those)" in output
+    for number in range(1, 11):
+        assert f"hostile class {number}:" in output
