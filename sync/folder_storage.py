@@ -238,7 +238,7 @@ class FolderStorage:
             raise StorageError(f"{key}: cannot stat {path}: {error.strerror or error}") from error
         if not stat.S_ISREG(info.st_mode):
             return None
-        return ObjectInfo(key, info.st_size, self._etag(info))
+        return ObjectInfo(key, info.st_size, self._etag(info), info.st_mtime)
 
     def open(self, key: str) -> StoredStream:
         """The etag comes from fstat of the opened descriptor: the version this stream reads, even if the key is
@@ -322,7 +322,7 @@ class FolderStorage:
             except OSError as error:
                 raise StorageError(f"cannot stat {directory / name}: {error.strerror or error}") from error
             if stat.S_ISREG(info.st_mode):
-                yield ObjectInfo(key, info.st_size, self._etag(info))
+                yield ObjectInfo(key, info.st_size, self._etag(info), info.st_mtime)
 
 
 def _walked_name(entry: os.DirEntry[str]) -> str | None:

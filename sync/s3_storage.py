@@ -188,7 +188,7 @@ class S3Storage:
             if self._absent(error):
                 return None
             self._fail(key, "HEAD", error)
-        return ObjectInfo(key, response["ContentLength"], response["ETag"])
+        return ObjectInfo(key, response["ContentLength"], response["ETag"], response["LastModified"].timestamp())
 
     def open(self, key: str) -> StoredStream:
         """The etag is GetObject's: the version this stream reads."""
@@ -237,7 +237,9 @@ class S3Storage:
         try:
             for page in pages:
                 for item in page.get("Contents", ()):
-                    yield ObjectInfo(item["Key"][len(self.prefix) :], item["Size"], item["ETag"])
+                    yield ObjectInfo(
+                        item["Key"][len(self.prefix) :], item["Size"], item["ETag"], item["LastModified"].timestamp()
+                    )
         except BOTO_ERRORS as error:
             self._fail(prefix, "LIST", error)
 

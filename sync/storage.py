@@ -66,6 +66,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # opaque version token for conditional writes (S3 ETag; mtime_ns+size+inode for folders)
+    last_modified: float  # seconds since the epoch the object was last written (S3 LastModified; a folder's mtime)
 
 
 class Storage(Protocol):
