@@ -17,6 +17,7 @@ from sync.claims import Shard
 from sync.config import DEFAULT_UPSTREAM, ConfigError, MirrorConfig, load_config
 from sync.lease import LeaseHeld
 from sync.progress import LogRoute, Reporter
+from sync.reclaim import DEFAULT_LIMIT, MIN_AGE, Reclaim
 from sync.run import SyncRun
 from sync.storage import StorageError, open_storage
 from sync.transport import UpstreamError
@@ -180,6 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local folder where the verify keeps its progress; run again with it to resume where it stopped",
     )
     verify.add_argument(
+        "--reclaim-orphans",
+        action="store_true",
+        help="list the orphans older than --min-age (and their shared markers) that --delete deletes (sync/reclaim.py)",
+    )
+    verify.add_argument(
+        "--delete", action="store_true", help="with --reclaim-orphans: delete them (default: a dry run)"
+    )
+    verify.add_argument(
+        "--min-age",
+        type=_age,
+        default=24 * 3600.0,
+        metavar="AGE",
+        help=f"reclaim only orphans last written this long before the verify read the pages: 24h, 90m, 7200s "
+        f"(default 24h, at least {MIN_AGE / 3600:.0f}h)",
+    )
+    verify.add_argument(
+        "--reclaim-limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"reclaim at most N orphans in one verify (default {DEFAULT_LIMIT})",
+    )
+    verify.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
         default="auto",
@@ -197,6 +221,18 @@ def _share(text: str) -> float:
     if not 0.0 <= share <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100%")
     return share
+
+
+def _age(text: str) -> float:
+    """`24h`, `90m`, `7200s` or `7200` as seconds."""
+    unit = {"h": 3600.0, "m": 60.0, "s": 1.0}.get(text[-1:], 1.0)
+    try:
+        seconds = float(text.rstrip("hms")) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age (e.g. 24h, 90m or 7200s)") from None
+    if seconds < MIN_AGE:
+        raise argparse.ArgumentTypeError(f"{text!r} is under the minimum of {MIN_AGE / 3600:.0f}h")
+    return seconds
 
 
 def _fail(code: int, message: str) -> int:
@@ -264,12 +300,25 @@ FINDING_LINES = {
     "orphan": "orphan: {} (named by no page)",
     "pending": "pending: {} (a run is unfinished or the project awaits its retry; the next run completes it)",
     "problem": "{}",
+    "reclaimed": "reclaimed: {}",
+    "reclaimable": "reclaimable: {} (run with --delete to delete)",
 }
 
 
-def run_verify(args: argparse.Namespace) -> int:
+def _verify_usage_error(args: argparse.Namespace) -> str | None:
     if not 1 <= args.workers <= MAX_WORKERS:
-        return _fail(EXIT_USAGE, f"--workers {args.workers}: expected 1 to {MAX_WORKERS}")
+        return f"--workers {args.workers}: expected 1 to {MAX_WORKERS}"
+    if args.delete and not args.reclaim_orphans:
+        return "--delete: only with --reclaim-orphans"
+    if args.reclaim_limit < 0:
+        return f"--reclaim-limit {args.reclaim_limit}: expected 0 or more"
+    return None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    if message := _verify_usage_error(args):
+        return _fail(EXIT_USAGE, message)
+    reclaim = Reclaim(args.min_age, args.delete, args.reclaim_limit) if args.reclaim_orphans else None
     progress = VerifyProgress(json_lines={"auto": None, "json": True, "text": False}[args.log_format])
 
     def print_finding(kind: str, line: str) -> None:
@@ -287,6 +336,7 @@ def run_verify(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             on_finding=print_finding,
             progress=progress,
+            reclaim=reclaim,
         )
     except CheckpointError as error:
         return _fail(EXIT_USAGE, str(error))
@@ -303,6 +353,12 @@ def run_verify(args: argparse.Namespace) -> int:
         f"checked ({counts['checksums']} by stored checksum, {counts['rehashed']} re-hashed), "
         f"{counts['problem']} problems, {counts['orphan']} orphans"
         + (f", {counts['pending']} pending" if counts["pending"] else "")
+        + (
+            f", {counts[reclaim.done]} {reclaim.done} ({counts[reclaim.done + '_bytes']} bytes; "
+            f"{counts['kept_young']} too young, {counts['kept_limit']} past the limit)"
+            if reclaim
+            else ""
+        )
         + (f" (shard {args.shard})" if args.shard.count > 1 else ""),
         file=sys.stderr,
     )

@@ -4,7 +4,8 @@ A stored key has one content forever: every file is stored create-only (`If-None
 other bytes — the same path with new bytes (a re-upload), or another project's file URL mapping to the same key — is
 refused and reported, and the page that would name it is not published. A claim on an object already stored with the
 same bytes (another project shares it, or a failed run stored it) marks the key shared, under SHARED_PREFIX: a shared
-object is never deleted on one page's word — it may outlive every page naming it, and `verify` lists it as an orphan.
+object is never deleted on one page's word — it may outlive every page naming it, and `verify` lists it as an orphan
+(`--reclaim-orphans` deletes it once old enough: sync/reclaim.py).
 """
 
 from __future__ import annotations

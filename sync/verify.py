@@ -11,7 +11,8 @@ to disk (sync/claims.py); the object pass merges the claims, sorted by key, with
 order. Modes: `checksum` compares the sha256 the destination recorded at write time (S3: one HeadObject per object;
 objects that have none, and a random `rehash_sample`, are re-hashed); `rehash` reads every byte; `sizes` compares
 the listing's sizes only. Requests run on at most `workers` threads, results are taken in key order, so a checkpoint
-is one project name and one key (sync/verify_progress.py).
+is one project name and one key (sync/verify_progress.py). With `reclaim`, orphans old enough are deleted (or, in a
+dry run, listed) as they are found: sync/reclaim.py says when that is safe.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from sync.claims import KeyClaims, Shard
 from sync.layout import FILES_PREFIX, LEASE_KEY
+from sync.reclaim import Reclaim
 from sync.storage import ObjectInfo, Storage, StorageError, sha256_of
 from sync.verify_pages import RootCheck, project_dirs, read_project, retrying
 from sync.verify_progress import Checkpoint, VerifyProgress
@@ -49,6 +51,7 @@ class Mode(StrEnum):
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    reclaimed: list[str] = field(default_factory=list)  # orphans deleted (a dry run: that would be)
     pending: list[str] = field(default_factory=list)  # what an unfinished run leaves for the next run to complete
     counts: Counter[str] = field(default_factory=Counter)  # findings by kind, and the work done (see `totals`)
     unfinished: bool = False  # the lease exists: a run is writing, or died writing
@@ -68,9 +71,9 @@ class VerifyReport:
         return self.counts["objects"]
 
     def add(self, kind: str, line: str) -> None:
-        """A finding: "problem", "orphan" or "pending"."""
+        """A finding: "problem", "orphan", "pending", or "reclaimed" ("reclaimable" in a dry run)."""
         self.counts[kind] += 1
-        kept = {"problem": self.problems, "orphan": self.orphans, "pending": self.pending}[kind]
+        kept = {"problem": self.problems, "orphan": self.orphans, "pending": self.pending}.get(kind, self.reclaimed)
         if len(kept) < KEPT_LINES:
             kept.append(line)
         if self.on_finding is not None:
@@ -92,23 +95,30 @@ def verify_mirror(
     checkpoint: Path | None = None,
     on_finding: Callable[[str, str], None] | None = None,
     progress: VerifyProgress | None = None,
+    reclaim: Reclaim | None = None,
 ) -> VerifyReport:
     """Check every page's links against the stored objects (see the module doc for the modes).
 
     With `checkpoint` (a local folder) the verify saves how far it got and, run again with the same destination,
-    mode and shard, resumes there. Raises CheckpointError for another verify's checkpoint.
+    mode and shard, resumes there. Raises CheckpointError for another verify's checkpoint. With `reclaim`, orphans
+    are reclaimed as it says (sync/reclaim.py).
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers {workers}: expected 1 to {MAX_WORKERS}")
     if not 0.0 <= rehash_sample <= 1.0:
         raise ValueError(f"rehash sample {rehash_sample}: expected a share from 0 to 1")
     shard = shard or Shard()
-    saved = Checkpoint(checkpoint, {"dest": storage.describe(), "mode": str(mode), "shard": str(shard)})
+    identity = {"dest": storage.describe(), "mode": str(mode), "shard": str(shard)}
+    if reclaim is not None:
+        identity["reclaim"] = "delete" if reclaim.delete else "dry-run"
+    saved = Checkpoint(checkpoint, identity)
     report = VerifyReport(
         unfinished=storage.head(LEASE_KEY) is not None, retrying=retrying(storage), on_finding=on_finding
     )
     report.counts.update(saved.saved.get("counts", {}))
-    run = _Run(storage, report=report, checkpoint=saved, progress=progress, shard=shard, workers=workers)
+    run = _Run(
+        storage, report=report, checkpoint=saved, progress=progress, shard=shard, workers=workers, reclaim=reclaim
+    )
     try:
         if not saved.saved.get("pages_done"):
             run.check_pages(saved.saved.get("pages_after") or "")
@@ -136,13 +146,15 @@ class _Run:
         progress: VerifyProgress | None,
         shard: Shard,
         workers: int,
+        reclaim: Reclaim | None,
     ):
         self.storage, self.report, self.checkpoint, self.progress = storage, report, checkpoint, progress
         self.shard, self.workers = shard, workers
         self.phase = "pages"
         self.position: dict[str, Any] = {
-            key: checkpoint.saved.get(key) for key in ("pages_after", "pages_done", "objects_after")
+            key: checkpoint.saved.get(key) for key in ("pages_after", "pages_done", "objects_after", "pages_started")
         }
+        self.reclaim = reclaim
         self.started_objects = report.counts["objects"]  # checked before a resume: not this run's work
         self.started = time.monotonic()
 
@@ -150,6 +162,8 @@ class _Run:
         """Read each project's pages in key order; spill their claims; check the pages and the root listing (the
         first shard only: the others read the JSON pages for their claims and nothing else)."""
         full = self.shard.first
+        if self.position["pages_started"] is None:  # a resumed verify keeps the first start: older is safer
+            self.position["pages_started"] = self.reclaim.clock() if self.reclaim else time.time()
         dirs = project_dirs(self.storage, after)
         root = RootCheck(self.storage, self.report, after) if full else None
         outcomes = _in_order(dirs, lambda item: read_project(self.storage, *item, full=full), self.workers)
@@ -183,8 +197,13 @@ class _Run:
                 return []
             return _digests(self.storage, key, mode, sample.random() < rehash_sample)
 
+        reclaim = self.reclaim
+        cutoff = reclaim.cutoff(self.position["pages_started"]) if reclaim else 0.0
         for (key, claims, info), digests in _in_order(joined, request, self.workers):
             _judge(self.report, key, claims, info, digests)
+            orphan = info if claims is None else None
+            if reclaim and orphan and (line := reclaim.orphan(self.storage, orphan, cutoff, self.report.counts)):
+                self.report.add(reclaim.done, line)
             self.position["objects_after"] = key
             self._tick()
 
@@ -202,6 +221,7 @@ class _Run:
             "problems": counts["problem"],
             "orphans": counts["orphan"],
             "pending": counts["pending"],
+            **(self.reclaim.totals(counts) if self.reclaim else {}),
             "seconds": round(seconds, 1),
             "objects_per_second": round(rate, 1),
         }
