@@ -277,5 +277,6 @@ def _s3_client(endpoint_url: str | None, max_connections: int) -> Any:
         connect_timeout=10,
         read_timeout=120,
         user_agent_extra="pypi-cdn",
+        parameter_validation=False,  # the calls are ours and tested; validating each costs CPU per request
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)

@@ -17,6 +17,7 @@ address.
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import threading
 import time
@@ -59,31 +60,24 @@ class DeadlineExceeded(UpstreamError):
 
 
 class _Deadline:
-    """Shuts the socket of the request in flight once `seconds` have passed (a daemon Timer, cancelled on exit)."""
+    """Shuts the socket of the request in flight once `seconds` have passed (the watchdog's thread does it)."""
 
     def __init__(self, url: str, seconds: float):
         self.url, self.seconds = url, seconds
         self.expired = False
-        self._at = time.monotonic() + seconds
+        self.due = time.monotonic() + seconds
         self._connection: HTTPConnection | None = None
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._arm()
-
-    def _arm(self) -> None:
-        self._timer = threading.Timer(max(self._at - time.monotonic(), 0.0), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._watched = True
+        _WATCHDOG.watch(self)
 
     def extend(self, seconds: float) -> None:
         """Allow `seconds` more (the body's size is known once the headers are in)."""
         with self._lock:
-            if self.expired or self._timer is None:
+            if self.expired or not self._watched:
                 return
-            self._timer.cancel()
             self.seconds += seconds
-            self._at += seconds
-            self._arm()
+            self.due += seconds  # later only: the watchdog finds it when it looks again
 
     def attach(self, connection: HTTPConnection) -> None:
         """The connection the next exchange of this request goes over (retries and redirects attach anew)."""
@@ -92,24 +86,68 @@ class _Deadline:
                 raise self.error()
             self._connection = connection
 
-    def _expire(self) -> None:
+    def expire_if_due(self, now: float) -> bool:
+        """Shut the socket if the deadline has passed (True), else leave it (False: extended meanwhile)."""
         with self._lock:
-            if self._timer is None:
-                return
-            self.expired = True
+            if not self._watched:
+                return True
+            if now < self.due:
+                return False
+            self.expired, self._watched = True, False
             sock = self._connection.sock if self._connection is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read; the connection is then discarded
+        return True
 
     def cancel(self) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            watched, self._watched = self._watched, False
+        if watched:
+            _WATCHDOG.forget(self)
 
     def error(self) -> DeadlineExceeded:
         return DeadlineExceeded(f"{self.url}: no complete answer within the {self.seconds:.0f} s deadline")
+
+
+class _Watchdog:
+    """One daemon thread that expires the requests' deadlines as they fall due: a Timer thread per request cost more
+    CPU than a small request itself. It holds only the requests in flight."""
+
+    def __init__(self) -> None:
+        self._watched: set[_Deadline] = set()
+        self._changed = threading.Condition()
+        self._next_look = math.inf
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: _Deadline) -> None:
+        with self._changed:
+            self._watched.add(deadline)
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+                self._thread.start()
+            elif deadline.due < self._next_look:
+                self._changed.notify()
+
+    def forget(self, deadline: _Deadline) -> None:
+        with self._changed:
+            self._watched.discard(deadline)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [deadline for deadline in self._watched if deadline.due <= now]
+                self._next_look = min((deadline.due for deadline in self._watched), default=math.inf)
+                if not due:
+                    self._changed.wait(None if self._next_look == math.inf else self._next_look - now)
+                    continue
+            for deadline in due:  # outside the watchdog's lock: expiring takes the deadline's
+                if deadline.expire_if_due(now):
+                    self.forget(deadline)
+
+
+_WATCHDOG = _Watchdog()
 
 
 _IN_FLIGHT = threading.local()  # .deadline: the _Deadline of this thread's request being sent
