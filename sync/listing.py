@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import heapq
 import io
+import os
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping
 from itertools import chain, islice
 
 RUN_ENTRIES = 65_536
+SPILL_WRITE = 2**20  # bytes a SpilledTable writes at a time
+SPILL_READ = 2**16  # bytes it reads at a time while iterated: a save merges up to MAX_TABLES of them at once
 _FIELD = b"\t"
 _LINE = b"\n"
 _KEY_BYTES = bytes(range(0x21, 0x7F))  # printable ASCII but the space: all of them sort after the field separator
@@ -107,6 +111,69 @@ class SortedTable:
     @staticmethod
     def _value_at(blob: bytearray, offset: int) -> bytes:
         return bytes(blob[blob.index(_FIELD, offset) + 1 : blob.index(_LINE, offset)])
+
+
+class SpilledTable:
+    """A SortedTable whose lines live in an unnamed temporary file, read with `pread`: in memory only its 4-byte line
+    offsets and its first and last keys, so a table no lookup reaches costs no page of RSS. Immutable; reads from
+    several threads at once are safe (no shared file position)."""
+
+    def __init__(self, entries: Iterable[tuple[bytes, bytes]]):
+        """From entries in strictly ascending key order (ValueError otherwise), written out as they come."""
+        self._file = tempfile.TemporaryFile(prefix="pypi-cdn-table-")  # noqa: SIM115 - open as long as the table
+        self._offsets = array("I")
+        self._first = self._last = b""
+        buffered: list[bytes] = []
+        size = pending = 0
+        for key, value in entries:
+            if key <= self._last:
+                raise ValueError(f"{key.decode(errors='replace')!r} is out of order or given twice")
+            line = _line(key, value)
+            self._offsets.append(size)
+            self._first = self._first or key
+            self._last = key
+            buffered.append(line)
+            size += len(line)
+            pending += len(line)
+            if pending >= SPILL_WRITE:
+                self._file.write(b"".join(buffered))
+                buffered.clear()
+                pending = 0
+        self._file.write(b"".join(buffered))
+        self._file.flush()
+        self._size = size
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def get(self, key: bytes) -> bytes | None:
+        if not self._offsets or key < self._first or key > self._last:
+            return None
+        index = bisect_left(range(len(self._offsets)), key, key=lambda at: self._line_at(at)[0])
+        if index < len(self._offsets):
+            found, value = self._line_at(index)
+            if found == key:
+                return value
+        return None
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order, read SPILL_READ bytes at a time."""
+        descriptor, position, rest = self._file.fileno(), 0, b""
+        while position < self._size:
+            chunk = os.pread(descriptor, min(SPILL_READ, self._size - position), position)
+            if not chunk:
+                raise OSError(f"table file ended at {position:,} of {self._size:,} bytes")
+            position += len(chunk)
+            *lines, rest = (rest + chunk).split(_LINE)
+            for line in lines:
+                key, _, value = line.partition(_FIELD)
+                yield key, value
+
+    def _line_at(self, index: int) -> tuple[bytes, bytes]:
+        start = self._offsets[index]
+        end = self._offsets[index + 1] if index + 1 < len(self._offsets) else self._size
+        key, _, value = os.pread(self._file.fileno(), end - start, start)[:-1].partition(_FIELD)
+        return key, value
 
 
 class ProjectListing(Mapping[str, int | None]):

@@ -2,7 +2,8 @@
 
 Stored as JSON Lines: a header object, then one `[name, serial, etag]` array per project in name order. Held in
 memory as a `ProjectStates` table, so a mirror of all of PyPI (~930,000 projects) loads, changes and saves its state
-in tens of MB.
+in tens of MB; the rows a run changes go to temporary files (`SpilledTable`), so a first whole-index run does not
+grow with the index.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from itertools import islice
 from typing import cast
 
 from sync.layout import STATE_KEY, cache_control_for, content_type_for
-from sync.listing import SortedTable, encode_name
+from sync.listing import SortedTable, SpilledTable, encode_name
 from sync.models import MAX_SERIAL
 from sync.storage import ObjectNotFound, Storage, StorageError, put_chunks
 
@@ -41,14 +42,16 @@ class ProjectState:
 class ProjectStates(MutableMapping[str, ProjectState]):
     """Normalized name → ProjectState, compact: sorted tables of stored rows plus the changes since the last one.
 
-    Every FOLD_AFTER_CHANGES changes become one more table (newest wins, an empty value marks a removal); saving
-    merges the tables as it streams them out, so no step ever holds two copies of a PyPI-sized state. Only past
-    MAX_TABLES are the tables merged into one. Rows are kept as stored (`serial,etag` in JSON), so saving copies
-    bytes rather than encoding them again.
+    Every FOLD_AFTER_CHANGES changes become one more table, spilled to a temporary file (newest wins, an empty value
+    marks a removal); saving merges the tables as it streams them out, so no step ever holds two copies of a
+    PyPI-sized state. Only past MAX_TABLES are the tables merged into one (also spilled). Rows are kept as stored
+    (`serial,etag` in JSON), so saving copies bytes rather than encoding them again.
     """
 
     def __init__(self, projects: Iterable[tuple[str, ProjectState]] = ()):
-        self._tables = [SortedTable((encode_name(name), _encode(state)) for name, state in projects)]
+        self._tables: list[SortedTable | SpilledTable] = [
+            SortedTable((encode_name(name), _encode(state)) for name, state in projects)
+        ]
         self._changes: dict[str, ProjectState | None] = {}  # None: removed
         self._size = len(self._tables[0])
 
@@ -74,7 +77,7 @@ class ProjectStates(MutableMapping[str, ProjectState]):
         return found
 
     @staticmethod
-    def _stored(tables: list[SortedTable], name: str) -> ProjectState | None:
+    def _stored(tables: list[SortedTable | SpilledTable], name: str) -> ProjectState | None:
         if not name.isascii():
             return None
         key = name.encode("ascii")
@@ -117,10 +120,10 @@ class ProjectStates(MutableMapping[str, ProjectState]):
     def _fold_if_due(self) -> None:
         if len(self._changes) < FOLD_AFTER_CHANGES:
             return
-        self._tables = [*self._tables, SortedTable.from_sorted(self._sorted_changes())]
+        self._tables = [*self._tables, SpilledTable(self._sorted_changes())]
         self._changes = {}
         if len(self._tables) > MAX_TABLES:
-            self._tables = [SortedTable.from_sorted(self.rows())]
+            self._tables = [SpilledTable(self.rows())]
 
     def _sorted_changes(self) -> list[tuple[bytes, bytes]]:
         return sorted(
@@ -259,7 +262,7 @@ def _decode(value: bytes) -> ProjectState:
     return ProjectState(serial, etag)
 
 
-def _newest(tables: list[SortedTable]) -> Iterator[tuple[bytes, bytes]]:
+def _newest(tables: list[SortedTable | SpilledTable]) -> Iterator[tuple[bytes, bytes]]:
     """The rows of `tables` merged in key order, the newest table's row of each key (unless a removal)."""
     previous = None
     # Newest table first among equal keys; the first row of each key is the one that counts.
@@ -295,6 +298,6 @@ def _merged(rows: Iterator[tuple[bytes, bytes]], changes: list[tuple[bytes, byte
         change = next(pending, None)
 
 
-def _ranked(table: SortedTable, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
+def _ranked(table: SortedTable | SpilledTable, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
     for key, value in table:
         yield key, rank, value

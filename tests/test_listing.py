@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from sync.listing import RUN_ENTRIES, ProjectListing
+from sync import listing as listing_module
+from sync.listing import RUN_ENTRIES, ProjectListing, SortedTable, SpilledTable
 
 
 def reference(pairs: list[tuple[str, int | None]]) -> dict[str, int | None]:
@@ -36,6 +37,29 @@ def test_matches_a_dict_over_several_sorted_runs_with_duplicates():
         assert name in listing
         assert listing[name] == expected[name]
         assert listing.get(name, "absent") == expected[name]
+
+
+def test_a_spilled_table_reads_as_the_table_it_holds(monkeypatch):
+    monkeypatch.setattr(listing_module, "SPILL_WRITE", 100)  # many writes
+    monkeypatch.setattr(listing_module, "SPILL_READ", 37)  # and reads that end inside a line
+    rng = random.Random(11)
+    keys = sorted({f"p{rng.randrange(10**6)}".encode() for _ in range(2000)})
+    entries = [(key, rng.choice((b"", b"%d" % rng.randrange(10**9), b'7,"\\"e1\\""'))) for key in keys]
+    spilled, in_memory = SpilledTable(entries), SortedTable.from_sorted(entries)
+    assert len(spilled) == len(in_memory) == len(entries)
+    assert list(spilled) == list(in_memory) == entries
+    for key, value in rng.sample(entries, 300):
+        assert spilled.get(key) == value
+    for absent in (b"a", b"p", b"p0" + keys[0], keys[-1] + b"0", keys[5] + b"-"):
+        assert spilled.get(absent) is None
+    assert SpilledTable([]).get(b"p1") is None
+    assert list(SpilledTable([])) == []
+
+
+@pytest.mark.parametrize("entries", [[(b"b", b""), (b"a", b"")], [(b"a", b"1"), (b"a", b"2")]])
+def test_a_spilled_table_refuses_keys_out_of_order(entries):
+    with pytest.raises(ValueError, match="'a' is out of order or given twice"):
+        SpilledTable(entries)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 
 import pytest
 
@@ -41,6 +42,24 @@ def test_behaves_like_a_dict_through_many_changes_and_folds(monkeypatch):
     assert list(table) == sorted(reference)
     assert dict(table.states()) == reference
     assert table == reference
+
+
+def test_a_first_whole_index_run_keeps_its_rows_on_disk_not_in_memory():
+    """A first run records every project once, in name order: each fold spills to a file, so what stays in memory
+    is 4 bytes of offset a row (the rows themselves, ~70 bytes each, would be 11 MB here)."""
+    rows = state_module.FOLD_AFTER_CHANGES * 10
+    states = ProjectStates()
+    tracemalloc.start()
+    try:
+        for index in range(rows):
+            states[f"bulk-project-{index:07}"] = ProjectState(index + 1, f'"{index:032x}"')
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < rows * 8, f"{held:,} bytes held for {rows:,} rows"
+    assert len(states) == rows
+    assert states["bulk-project-0000007"] == ProjectState(8, f'"{7:032x}"')
+    assert sum(1 for _ in states.rows()) == rows
 
 
 def test_a_missing_name_is_a_key_error_and_bad_names_are_refused():
