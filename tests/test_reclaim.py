@@ -15,24 +15,12 @@ from sync.layout import shared_marker_key
 from sync.reclaim import Reclaim
 from sync.storage import open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
-from tests.fixtures.s3 import S3Destination
+from tests.fixtures.verify_rig import OBJECTS, Rig, sha256_of
 from tests.synthetic_mirror import write_mirror
-from tests.test_verify import FILES, OBJECTS, PROJECTS, Rig, sha256_of
 
 HOUR = 3600.0
 SHARED = "packages/zz/zz/shared-1.0-py3-none-any.whl"
 pytestmark = pytest.mark.hostile_class(1)
-
-
-@pytest.fixture(params=["folder", "s3"])
-def rig(request, tmp_path) -> Rig:
-    if request.param == "folder":
-        root = tmp_path / "mirror"
-        storage = open_storage(str(root))
-        return Rig("folder", str(root), storage, write_mirror(storage, PROJECTS, FILES), root=root)
-    s3: S3Destination = request.getfixturevalue("s3_proxy_dest")
-    storage = open_storage(s3.dest, endpoint_url=s3.endpoint_url)
-    return Rig("s3", s3.dest, storage, write_mirror(storage, PROJECTS, FILES), s3=s3)
 
 
 def put(rig: Rig, key: str, body: bytes = b"shared bytes") -> None:

@@ -9,84 +9,21 @@ import io
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sync import cli, render
+from sync import cli
 from sync.claims import Claim, ClaimSpill, Shard
-from sync.layout import page_keys
-from sync.storage import Storage, open_storage
+from sync.storage import open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
 from sync.verify_progress import CheckpointError, VerifyProgress
-from tests.fixtures.s3 import S3Destination
-from tests.synthetic_mirror import StoredObject, project, project_name, root_pages, write_mirror
+from tests.fixtures.verify_rig import OBJECTS, PROJECTS, Rig, sha256_of
+from tests.synthetic_mirror import write_mirror
 
-PROJECTS, FILES = 6, 3  # 6 projects x (3 files + 1 metadata) = 24 objects
-OBJECTS = PROJECTS * (FILES + FILES // 2)
 # (mode, share re-hashed besides): every way a verify checks the bytes
 CHECKING_MODES = [(Mode.CHECKSUM, 0.0), (Mode.CHECKSUM, 1.0), (Mode.REHASH, 0.0)]
 MODE_IDS = ["checksum", "checksum+rehash-sample", "rehash"]
-
-
-@dataclass
-class Rig:
-    """A sound synthetic mirror on one destination, and ways to break it from outside the mirror."""
-
-    kind: str
-    dest: str
-    storage: Storage
-    objects: dict[str, StoredObject]
-    root: Path | None = None
-    s3: S3Destination | None = None
-
-    def file_key(self, index: int = 0) -> str:
-        return sorted(key for key in self.objects if not key.endswith(".metadata"))[index]
-
-    def overwrite(self, key: str, body: bytes, *, recorded: str | None = None) -> None:
-        """Replace the bytes at `key`. On S3 `recorded` is the sha256 S3 keeps with them: None for a PUT that names no
-        SHA256 (another tool's), "own" for theirs, or a hex digest moto records without checking it."""
-        if self.root is not None:
-            (self.root / key).write_bytes(body)
-            return
-        assert self.s3 is not None
-        checksum: dict[str, str] = {}
-        if recorded is not None:
-            digest = hashlib.sha256(body).digest() if recorded == "own" else bytes.fromhex(recorded)
-            checksum = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(digest).decode()}
-        self.s3.client.put_object(Bucket=self.s3.bucket, Key=self.s3.object_key(key), Body=body, **checksum)
-
-    def delete(self, key: str) -> None:
-        self.storage.delete(key)
-
-    def publish(self, name: str, claims: list[tuple[str, str, int]]) -> None:
-        """A page of project `name` naming (key, sha256, size) links, as a second project claiming keys would."""
-        page, _ = project(0, 1)
-        dist = page.files[0]
-        files = tuple(
-            dist.__class__(filename=key.rsplit("/", 1)[1], url="", sha256=sha256, key=key, size=size)
-            for key, sha256, size in claims
-        )
-        page = page.__class__(name, 1, files)
-        json_key, html_key = page_keys(page.normalized)
-        for key, body in ((json_key, render.project_json(page)), (html_key, render.project_html(page))):
-            self.storage.put_bytes(key, body, content_type="text/plain", cache_control="no-store")
-        names = sorted([*(project_name(index) for index in range(PROJECTS)), page.normalized])
-        for key, chunks in root_pages(names):
-            self.storage.put_bytes(key, b"".join(chunks), content_type="text/plain", cache_control="no-store")
-
-
-@pytest.fixture(params=["folder", "s3"])
-def rig(request, tmp_path) -> Rig:
-    if request.param == "folder":
-        root = tmp_path / "mirror"
-        storage = open_storage(str(root))
-        return Rig("folder", str(root), storage, write_mirror(storage, PROJECTS, FILES), root=root)
-    s3: S3Destination = request.getfixturevalue("s3_proxy_dest")
-    storage = open_storage(s3.dest, endpoint_url=s3.endpoint_url)
-    return Rig("s3", s3.dest, storage, write_mirror(storage, PROJECTS, FILES), s3=s3)
 
 
 def verify(rig: Rig, mode: Mode = Mode.CHECKSUM, sample: float = 0.0, **options: Any) -> VerifyReport:
@@ -95,10 +32,6 @@ def verify(rig: Rig, mode: Mode = Mode.CHECKSUM, sample: float = 0.0, **options:
 
 def kinds(report: VerifyReport) -> list[str]:
     return sorted(line.split(":")[0] for line in report.problems)
-
-
-def sha256_of(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 @pytest.mark.parametrize(("mode", "sample"), CHECKING_MODES, ids=MODE_IDS)
