@@ -114,13 +114,15 @@ def test_pack_defers_a_rule_whose_input_is_unknown_in_preview(analyzer: analyzer
 # --- the program as shipped, under mocks ---------------------------------------------------------------------
 
 # tests/infra_mocks.py reports each resource's inputs; stack rules also need its id and computed outputs, so the
-# harness runs with its mocks' new_resource wrapped to keep them.
+# harness runs with its mocks' new_resource wrapped to keep them. Pulumi registers resources from several threads at
+# once, so the record is found by its type and name (unique in a stack), not as the last one appended.
 HARNESS_WITH_OUTPUTS = """
 from tests import infra_mocks
 answer = infra_mocks.RecordingMocks.new_resource
 def new_resource(self, args):
     resource_id, state = answer(self, args)
-    self.resources[-1]["outputs"] = {**state, "id": resource_id}
+    record = next(r for r in reversed(self.resources) if (r["type"], r["name"]) == (args.typ, args.name))
+    record["outputs"] = {**state, "id": resource_id}
     return resource_id, state
 infra_mocks.RecordingMocks.new_resource = new_resource
 infra_mocks.main()
