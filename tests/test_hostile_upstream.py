@@ -373,7 +373,16 @@ def test_a_signal_stops_the_run_and_releases_the_lease(
     dest = tmp_path / "mirror"
     command = [sys.executable, "-m", "sync", "mirror", "--upstream", upstream.url, "--dest", str(dest)]
     command += ["--project", "tiny", "--log-format", "json"]
-    run = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    # SIGINT back to its default in the child: a suite started in the background (`make test &`) ignores it, and the
+    # run, like Python, keeps an ignored SIGINT ignored.
+    run = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads in the child yet
+    )
     lease = dest / ".pypi-cdn" / "lease.json"
     give_up = time.monotonic() + 20
     while not lease.exists() and time.monotonic() < give_up and run.poll() is None:
