@@ -38,10 +38,12 @@ def bandersnatch_command(
     workers: int,
     live: tuple[Sequence[str], int] | None,
     credentials: dict[str, str],
+    json: bool = False,
 ) -> list[str]:
     """Write a config mirroring `upstream` into `dest` (a folder or s3://bucket/prefix); returns the command.
 
     `live` is (projects, releases to keep) for an allowlisted mirror of the latest releases of a few projects.
+    `json` also mirrors each project's JSON metadata (web/json), which `bandersnatch verify` reads.
     """
     config = configparser.ConfigParser()
     s3 = dest.startswith("s3://")
@@ -49,7 +51,7 @@ def bandersnatch_command(
         "directory": "/" + dest.removeprefix("s3://") if s3 else dest,
         "master": upstream,
         "allow-non-https": "true",
-        "json": "false",
+        "json": "true" if json else "false",
         "release-files": "true",
         "core-metadata": "true",
         "workers": str(min(workers, 10)),  # bandersnatch refuses more than 10

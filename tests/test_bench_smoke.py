@@ -11,7 +11,8 @@ import pytest
 
 import sync.project_sync
 import sync.run
-from bench import faults_report, freshness, verify_scale
+from bench import faults_report, freshness, verify_scale, verify_vs_bandersnatch
+from bench._bandersnatch import EXECUTABLE as BANDERSNATCH
 from bench.compare import main
 from bench.lag import CREDENTIALS
 from tests.upstream.index import FakeIndex
@@ -114,6 +115,34 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     assert rows[0][8] == "152"  # one HEAD per object, and one each for the lease and the root HTML
     assert any(line.startswith("folder rehash: ") and "bytes/object" in line for line in lines)
     assert any("10,000,000 HEAD" in line for line in lines)
+
+
+@pytest.mark.skipif(not BANDERSNATCH.exists(), reason="build/bandersnatch-venv is missing (bench/_bandersnatch.py)")
+def test_verify_vs_bandersnatch_runs_on_a_tiny_corpus(capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify_vs_bandersnatch.main(["--projects", "3", "--files", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
+    rows = [row for row in rows if row[0] in {"bandersnatch", "pypi-cdn"}]
+    timed = {(row[0], row[1]): row for row in rows if len(row) == 10}
+    # columns: tool mode objects exit wall CPU objects/s RSS upstream load; 3 projects x (2 files + 1 .metadata)
+    assert [(key, row[2], row[3]) for key, row in timed.items()] == [
+        (("bandersnatch", "verify (local JSON, hash)"), "9", "0"),
+        (("bandersnatch", "verify --json-update"), "9", "0"),
+        (("pypi-cdn", "rehash"), "9", "0"),
+        (("pypi-cdn", "sizes"), "9", "0"),
+    ]
+    assert timed[("bandersnatch", "verify --json-update")][8] == "3 (3/0/0)"  # one JSON document per project
+    assert timed[("pypi-cdn", "rehash")][8] == "0 (0/0/0)"
+    damaged = {(row[0], row[1]): row for row in rows if len(row) == 6}
+    # columns: tool mode exit upstream verdict files-afterwards
+    assert damaged[("pypi-cdn", "rehash")][2] == "6"
+    assert "missing: " in damaged[("pypi-cdn", "rehash")][4]
+    assert "wrong sha256: " in damaged[("pypi-cdn", "rehash")][4]
+    assert damaged[("pypi-cdn", "sizes")][4].startswith("missing: ")  # same size: only the deletion shows
+    assert damaged[("bandersnatch", "verify --dry-run")][4].count("would be fetched") == 2
+    assert damaged[("bandersnatch", "verify")][3] == "2 (0/2/0)"  # it downloads both again
+    assert damaged[("bandersnatch", "verify")][5] == "intact, intact"
+    assert damaged[("pypi-cdn", "rehash")][5] == "corrupt, missing"  # it reports; it does not repair
 
 
 def test_faults_report_counts_every_table(capsys: pytest.CaptureFixture[str]) -> None:
