@@ -77,11 +77,9 @@ def build_index(projects: int, files: int, seed: int) -> tuple[FakeIndex, list[F
 
 def upstream_kinds(server: UpstreamServer) -> Counter[str]:
     """The fake PyPI's logged requests by kind: legacy JSON, files (and .metadata), other."""
-    with server._lock:  # the request log's own lock: snapshot it whole
-        paths = [record.path for record in server.requests]
-    return Counter(
-        "json" if p.startswith("/pypi/") else "files" if p.startswith("/packages/") else "other" for p in paths
-    )
+    kinds = Counter(json=server.count("/pypi/"), files=server.count("/packages/"))
+    kinds["other"] = server.count() - kinds["json"] - kinds["files"]
+    return kinds
 
 
 def run_audit(audit: Audit, server: UpstreamServer, work: Path, objects: int) -> Audit:
