@@ -108,27 +108,23 @@ def folder_runs(objects: int, files: int, workers: int, modes: list[str]) -> lis
 def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Run]:
     from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads only for the S3 runs
     from moto.s3.models import s3_backends  # noqa: PLC0415
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    from bench.moto_s3 import index_bucket, serve_in_thread  # noqa: PLC0415
 
     os.environ.update(CREDENTIALS)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # its queue-depth warnings are the load, not news
     projects = max(1, objects // (files + files // 2))
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    with serve_in_thread(backend, threads=workers) as endpoint:
         bucket = f"verify-scale-{objects}"
         backend.create_bucket(bucket, "us-east-1")
         started = time.perf_counter()
         count = load_moto(backend, bucket, projects, files)
+        index_bucket(backend, bucket)
         print(f"bucket of {count:,} objects loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
-            endpoint = f"http://{host}:{port}"
             dest = f"s3://{bucket}"
             return [verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint) for mode in modes]
-    finally:
-        server.stop()
 
 
 def summary(runs: list[Run], workers: int) -> None:
