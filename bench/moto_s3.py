@@ -26,7 +26,7 @@ from typing import Any
 from moto.moto_server.werkzeug_app import create_backend_app
 from moto.s3.models import FakeDeleteMarker, S3Backend
 from moto.s3.utils import _VersionedKeyStore
-from waitress.server import create_server
+from waitress.server import TcpWSGIServer, create_server
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 
@@ -115,10 +115,12 @@ def serve_in_thread(backend: S3Backend, threads: int) -> Iterator[str]:
     """moto's S3 app on 127.0.0.1 (a free port) with keep-alive and indexed listing, for the block: yields its URL."""
     indexed_listing(backend)
     server = create_server(create_backend_app("s3"), host="127.0.0.1", port=0, threads=threads, ident=None)
+    assert isinstance(server, TcpWSGIServer)  # one TCP address: not a MultiSocketServer or a Unix socket
+    port = server.getsockname()[1]  # numeric, as text
     thread = threading.Thread(target=server.run, name="moto-s3", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
         thread.join(timeout=10)
