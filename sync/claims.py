@@ -12,6 +12,8 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import zlib
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,22 +83,32 @@ class KeyClaims:
 
 class ClaimSpill:
     """Claims added in any order, read back sorted by key. The runs live in `directory`: the first `keep` runs
-    already there (what an interrupted verify's checkpoint counts) are part of the spill, any later ones are removed."""
+    already there (what an interrupted verify's checkpoint counts) are part of the spill, any later ones are removed.
+    With `parts` > 1 each run is written as one file per shard of the key space (`run-N.part-J`), so that shard J of
+    a sharded verify merges only its keys (`part_runs`)."""
 
-    def __init__(self, directory: Path, *, keep: int = 0, run_claims: int = RUN_CLAIMS):
+    def __init__(self, directory: Path, *, keep: int = 0, run_claims: int = RUN_CLAIMS, parts: int = 1):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.run_claims = run_claims
+        self.run_claims, self.parts = run_claims, parts
         self._run: list[bytes] = []
-        self._runs = [directory / f"run-{index:06d}" for index in range(keep)]
-        if missing := [path.name for path in self._runs if not path.exists()]:
+        self._runs = keep
+        kept = {path for index in range(keep) for path in self._files(index)}
+        if missing := sorted(path.name for path in kept if not path.exists()):
             raise FileNotFoundError(f"{directory}: claim runs {', '.join(missing)} are missing")
-        for path in set(directory.glob("run-*")) - set(self._runs):
+        for path in set(directory.glob("run-*")) - kept:
             path.unlink()
 
     @property
     def runs(self) -> int:
-        return len(self._runs)
+        return self._runs
+
+    def _files(self, index: int) -> list[Path]:
+        return [run_path(self.directory, index, part, self.parts) for part in range(self.parts)]
+
+    def part_runs(self, part: int) -> list[Path]:
+        """The run files holding the claims of shard `part` of `parts`."""
+        return [self._files(index)[part] for index in range(self._runs)]
 
     def add(self, claim: Claim) -> None:
         self._run.append(claim.line())
@@ -108,43 +120,61 @@ class ClaimSpill:
         if not self._run:
             return
         self._run.sort()
-        path = self.directory / f"run-{len(self._runs):06d}"
-        temp = path.with_suffix(".tmp")
-        with temp.open("wb") as out:
-            out.writelines(self._run)
-            out.flush()
-            os.fsync(out.fileno())
-        temp.replace(path)
-        self._runs.append(path)
+        # a line sorts as its key; `upto\t\xff` sorts after the lines of key `upto` and before any longer key
+        ends = [bisect_right(self._run, upto.encode() + b"\t\xff") for upto in _upper_bounds(self.parts)]
+        starts = [0, *ends]
+        for path, start, end in zip(self._files(self._runs), starts, [*ends, len(self._run)], strict=True):
+            temp = path.with_name(path.name + ".tmp")
+            with temp.open("wb") as out:
+                out.writelines(self._run[start:end])
+                out.flush()
+                os.fsync(out.fileno())
+            temp.replace(path)
+        self._runs += 1
         self._run.clear()
 
     def clear(self) -> None:
-        for path in [*self._runs, *self.directory.glob("run-*.tmp")]:
+        for path in [*self.directory.glob("run-*")]:
             path.unlink(missing_ok=True)
-        self._runs, self._run = [], []
+        self._runs, self._run = 0, []
 
     def grouped(self, after: str = "", upto: str | None = None) -> Iterator[KeyClaims]:
         """The claims of each key in (after, upto], in key order; flushes what is held in memory first."""
         self.flush()
-        files = [path.open("rb", buffering=READ_BUFFER) for path in self._runs]
-        try:
-            group: KeyClaims | None = None
-            for line in heapq.merge(*files):
-                claim = Claim.from_line(line)
-                if claim.key <= after:
-                    continue
-                if upto is not None and claim.key > upto:
-                    break
-                if group is None or group.key != claim.key:
-                    if group is not None:
-                        yield group
-                    group = KeyClaims(claim.key)
-                group.add(claim)
-            if group is not None:
-                yield group
-        finally:
-            for file in files:
-                file.close()
+        return grouped([path for part in range(self.parts) for path in self.part_runs(part)], after, upto)
+
+
+def run_path(directory: Path, index: int, part: int = 0, parts: int = 1) -> Path:
+    """Run `index` of a spill in `directory`; split in `parts`, its file for shard `part`."""
+    return directory / (f"run-{index:06d}" if parts == 1 else f"run-{index:06d}.part-{part:03d}")
+
+
+def _upper_bounds(parts: int) -> list[str]:
+    """The upper bound of each shard of `parts` but the last (which has none)."""
+    return [str(Shard(part, parts).bounds()[1]) for part in range(parts - 1)]
+
+
+def grouped(runs: list[Path], after: str = "", upto: str | None = None) -> Iterator[KeyClaims]:
+    """The claims in the sorted run files `runs`, merged: those of each key in (after, upto], in key order."""
+    files = [path.open("rb", buffering=READ_BUFFER) for path in runs]
+    try:
+        group: KeyClaims | None = None
+        for line in heapq.merge(*files):
+            claim = Claim.from_line(line)
+            if claim.key <= after:
+                continue
+            if upto is not None and claim.key > upto:
+                break
+            if group is None or group.key != claim.key:
+                if group is not None:
+                    yield group
+                group = KeyClaims(claim.key)
+            group.add(claim)
+        if group is not None:
+            yield group
+    finally:
+        for file in files:
+            file.close()
 
 
 @dataclass(frozen=True)
@@ -170,6 +200,14 @@ class Shard:
     def first(self) -> bool:
         """The shard that also checks the pages themselves and the root listing."""
         return self.index == 0
+
+    def holds(self, key: str) -> bool:
+        after, upto = self.bounds()
+        return after < key and (upto is None or key <= upto)
+
+    def owns(self, project: str) -> bool:
+        """Whether this shard reads `project`'s pages when the shards share their page pass (a stable hash)."""
+        return zlib.crc32(project.encode()) % self.count == self.index
 
     def bounds(self) -> tuple[str, str | None]:
         """(after, upto): the shard holds the keys k with after < k <= upto (no upper bound when None)."""

@@ -24,6 +24,7 @@ from sync.transport import UpstreamError
 from sync.upstream import UpstreamClient
 from sync.verify import MAX_WORKERS, Mode, verify_mirror
 from sync.verify_progress import CheckpointError, VerifyProgress
+from sync.verify_share import WAIT_SECONDS, ShareError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -175,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="check only part I of N of the packages/ keys (0/4 … 3/4); part 0 also checks the pages and the root",
     )
     verify.add_argument(
+        "--share-pages",
+        type=Path,
+        metavar="DIR",
+        help="with --shard: a new folder all N shards reach (one disk, EFS, NFS); each shard reads and checks 1/N of "
+        "the pages and hands the others their claims through it, so every page is read once in all",
+    )
+    verify.add_argument(
+        "--share-wait",
+        type=_duration,
+        default=WAIT_SECONDS,
+        metavar="AGE",
+        help=f"with --share-pages: how long a shard waits for the others' page passes: 6h, 90m, 7200s "
+        f"(default {WAIT_SECONDS / 3600:.0f}h)",
+    )
+    verify.add_argument(
         "--checkpoint",
         type=Path,
         metavar="DIR",
@@ -223,13 +239,21 @@ def _share(text: str) -> float:
     return share
 
 
-def _age(text: str) -> float:
+def _duration(text: str) -> float:
     """`24h`, `90m`, `7200s` or `7200` as seconds."""
     unit = {"h": 3600.0, "m": 60.0, "s": 1.0}.get(text[-1:], 1.0)
     try:
         seconds = float(text.rstrip("hms")) * unit
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an age (e.g. 24h, 90m or 7200s)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 24h, 90m or 7200s)") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 24h, 90m or 7200s)")
+    return seconds
+
+
+def _age(text: str) -> float:
+    """A reclaim's minimum age: a duration of at least MIN_AGE."""
+    seconds = _duration(text)
     if seconds < MIN_AGE:
         raise argparse.ArgumentTypeError(f"{text!r} is under the minimum of {MIN_AGE / 3600:.0f}h")
     return seconds
@@ -312,6 +336,8 @@ def _verify_usage_error(args: argparse.Namespace) -> str | None:
         return "--delete: only with --reclaim-orphans"
     if args.reclaim_limit < 0:
         return f"--reclaim-limit {args.reclaim_limit}: expected 0 or more"
+    if args.share_pages and args.shard.count < 2:
+        return "--share-pages: only with --shard I/N, N of 2 or more"
     return None
 
 
@@ -337,8 +363,10 @@ def run_verify(args: argparse.Namespace) -> int:
             on_finding=print_finding,
             progress=progress,
             reclaim=reclaim,
+            share=args.share_pages,
+            share_wait=args.share_wait,
         )
-    except CheckpointError as error:
+    except (CheckpointError, ShareError) as error:
         return _fail(EXIT_USAGE, str(error))
     except OSError as error:  # the claims spilled to local disk (ENOSPC, EIO…)
         return _fail(EXIT_DESTINATION, f"local disk of the verify: {error}")

@@ -11,8 +11,9 @@ to disk (sync/claims.py); the object pass merges the claims, sorted by key, with
 order. Modes: `checksum` compares the sha256 the destination recorded at write time (S3: one HeadObject per object;
 objects that have none, and a random `rehash_sample`, are re-hashed); `rehash` reads every byte; `sizes` compares
 the listing's sizes only. Requests run on at most `workers` threads, results are taken in key order, so a checkpoint
-is one project name and one key (sync/verify_progress.py). With `reclaim`, orphans old enough are deleted (or, in a
-dry run, listed) as they are found: sync/reclaim.py says when that is safe.
+is one project name and one key (sync/verify_progress.py). Shards split the object pass by key; sharing a folder
+(sync/verify_share.py), they split the page pass by project as well. With `reclaim`, orphans old enough are deleted
+(or, in a dry run, listed) as they are found: sync/reclaim.py says when that is safe.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sync.claims import KeyClaims, Shard
+from sync.claims import KeyClaims, Shard, grouped
 from sync.layout import FILES_PREFIX, LEASE_KEY
 from sync.reclaim import Reclaim
 from sync.storage import ObjectInfo, Storage, StorageError, sha256_of
-from sync.verify_pages import RootCheck, project_dirs, read_project, retrying
+from sync.verify_pages import ProjectOutcome, RootCheck, project_dirs, read_project, retrying
 from sync.verify_progress import Checkpoint, VerifyProgress
+from sync.verify_share import WAIT_SECONDS, SharedPages
 
 KEPT_LINES = 10_000  # findings of each kind kept in the report; all are counted and passed to `on_finding`
 MAX_WORKERS = 64
@@ -96,12 +99,15 @@ def verify_mirror(
     on_finding: Callable[[str, str], None] | None = None,
     progress: VerifyProgress | None = None,
     reclaim: Reclaim | None = None,
+    share: Path | None = None,
+    share_wait: float = WAIT_SECONDS,
 ) -> VerifyReport:
     """Check every page's links against the stored objects (see the module doc for the modes).
 
     With `checkpoint` (a local folder) the verify saves how far it got and, run again with the same destination,
     mode and shard, resumes there. Raises CheckpointError for another verify's checkpoint. With `reclaim`, orphans
-    are reclaimed as it says (sync/reclaim.py).
+    are reclaimed as it says (sync/reclaim.py). With `share`, a folder all shards reach, the shards share one page
+    pass (sync/verify_share.py), waiting up to `share_wait` seconds for each other; raises ShareError past it.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers {workers}: expected 1 to {MAX_WORKERS}")
@@ -111,13 +117,25 @@ def verify_mirror(
     identity = {"dest": storage.describe(), "mode": str(mode), "shard": str(shard)}
     if reclaim is not None:
         identity["reclaim"] = "delete" if reclaim.delete else "dry-run"
-    saved = Checkpoint(checkpoint, identity)
+    shared = SharedPages(share, shard, storage.describe(), wait_seconds=share_wait) if share else None
+    if shared is not None:
+        identity["share"] = str(share)
+    saved = Checkpoint(
+        checkpoint, identity, claims=shared.claims_dir() if shared else None, parts=shard.count if shared else 1
+    )
     report = VerifyReport(
         unfinished=storage.head(LEASE_KEY) is not None, retrying=retrying(storage), on_finding=on_finding
     )
     report.counts.update(saved.saved.get("counts", {}))
     run = _Run(
-        storage, report=report, checkpoint=saved, progress=progress, shard=shard, workers=workers, reclaim=reclaim
+        storage,
+        report=report,
+        checkpoint=saved,
+        progress=progress,
+        shard=shard,
+        workers=workers,
+        reclaim=reclaim,
+        shared=shared,
     )
     try:
         if not saved.saved.get("pages_done"):
@@ -147,9 +165,10 @@ class _Run:
         shard: Shard,
         workers: int,
         reclaim: Reclaim | None,
+        shared: SharedPages | None,
     ):
         self.storage, self.report, self.checkpoint, self.progress = storage, report, checkpoint, progress
-        self.shard, self.workers = shard, workers
+        self.shard, self.workers, self.shared = shard, workers, shared
         self.phase = "pages"
         self.position: dict[str, Any] = {
             key: checkpoint.saved.get(key) for key in ("pages_after", "pages_done", "objects_after", "pages_started")
@@ -160,20 +179,33 @@ class _Run:
 
     def check_pages(self, after: str) -> None:
         """Read each project's pages in key order; spill their claims; check the pages and the root listing (the
-        first shard only: the others read the JSON pages for their claims and nothing else)."""
-        full = self.shard.first
+        root: the first shard only). Unshared, the other shards read the JSON pages for their claims and nothing
+        else; shared, each shard reads and checks the pages of the projects it owns, and spills all their claims."""
+        shared, shard, spill = self.shared, self.shard, self.checkpoint.spill
+        full = shard.first or shared is not None
         if self.position["pages_started"] is None:  # a resumed verify keeps the first start: older is safer
             self.position["pages_started"] = self.reclaim.clock() if self.reclaim else time.time()
+        if shared is not None:
+            shared.begin()
+
+        def read(item: tuple[str, frozenset[str]]) -> ProjectOutcome | None:
+            if shared is not None and not shard.owns(item[0]):
+                return None  # another shard's
+            return read_project(self.storage, *item, full=full)
+
         dirs = project_dirs(self.storage, after)
-        root = RootCheck(self.storage, self.report, after) if full else None
-        outcomes = _in_order(dirs, lambda item: read_project(self.storage, *item, full=full), self.workers)
-        for (name, _), outcome in outcomes:
+        root = RootCheck(self.storage, self.report, after) if shard.first else None
+        for (name, found), outcome in _in_order(dirs, read, self.workers):
             if root is not None:
-                root.seen(name, quarantined=outcome.quarantined)
+                root.seen(name, quarantined=partial(_quarantined, outcome, self.storage, name, found))
+            if outcome is None:
+                self.position["pages_after"] = name
+                continue
             for kind, line, project in outcome.findings:
                 self.report.lagging(line, project) if kind == "lagging" else self.report.add(kind, line)
             for claim in outcome.claims:
-                self.checkpoint.spill.add(claim)
+                if shared is not None or shard.holds(claim.key):
+                    spill.add(claim)
             self.report.counts["projects"] += 1
             self.position["pages_after"] = name
             self._tick()
@@ -181,6 +213,9 @@ class _Run:
             root.finish()
         self.position["pages_done"] = True
         self.save()
+        if shared is not None:
+            spill.flush()  # a verify without a checkpoint saves nothing, but the other shards need every claim
+            shared.finish(spill.runs, self.position["pages_started"])
 
     def check_objects(self, after: str, mode: Mode, rehash_sample: float) -> None:
         """Merge the claims with the stored listing, key by key; check each named object as `mode` says."""
@@ -188,8 +223,14 @@ class _Run:
         lower, upper = self.shard.bounds()
         after = max(lower, after)
         sample = random.Random()  # noqa: S311 - picks a sample, keeps no secret
-        stored = _stored(self.storage, after, upper)
-        joined = _join(self.checkpoint.spill.grouped(after, upper), stored)
+        pages_started = self.position["pages_started"]
+        if self.shared is None:
+            claims = self.checkpoint.spill.grouped(after, upper)
+        else:
+            marks = self.shared.wait()
+            pages_started = min(mark["pages_started"] for mark in marks)  # the oldest read of a page bounds reclaim
+            claims = grouped(self.shared.runs(marks), after, upper)
+        joined = _join(claims, _stored(self.storage, after, upper))
 
         def request(item: tuple[str, KeyClaims | None, ObjectInfo | None]) -> list[tuple[str, str | None]]:
             key, claims, info = item
@@ -198,7 +239,7 @@ class _Run:
             return _digests(self.storage, key, mode, sample.random() < rehash_sample)
 
         reclaim = self.reclaim
-        cutoff = reclaim.cutoff(self.position["pages_started"]) if reclaim else 0.0
+        cutoff = reclaim.cutoff(pages_started) if reclaim else 0.0
         for (key, claims, info), digests in _in_order(joined, request, self.workers):
             _judge(self.report, key, claims, info, digests)
             orphan = info if claims is None else None
@@ -247,6 +288,12 @@ def _in_order(items: Iterable[Item], work: Callable[[Item], Result], workers: in
                 yield first, future.result()
         for item, future in window:
             yield item, future.result()
+
+
+def _quarantined(outcome: ProjectOutcome | None, storage: Storage, name: str, found: frozenset[str]) -> bool:
+    """Whether project `name` is quarantined, from its outcome; one another shard read is read here (rarely: only
+    an unlisted project is asked about)."""
+    return (outcome or read_project(storage, name, found, full=False)).quarantined
 
 
 def _stored(storage: Storage, after: str, upper: str | None) -> Iterator[ObjectInfo]:

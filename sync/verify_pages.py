@@ -7,7 +7,7 @@ Pages are the mirror's own, read strictly (sync/render.py), and tolerant of fiel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,8 +93,9 @@ class RootCheck:
                 return key
         return None
 
-    def seen(self, name: str, *, quarantined: bool = False) -> None:
-        """Folder simple/<name>/ exists; a quarantined project is not listed, and need not be."""
+    def seen(self, name: str, *, quarantined: Callable[[], bool] = lambda: False) -> None:
+        """Folder simple/<name>/ exists; a quarantined project is not listed, and need not be (`quarantined` is
+        asked only about an unlisted one)."""
         if self.table is None:
             return
         key = f"{name}/".encode()
@@ -103,7 +104,7 @@ class RootCheck:
             self._next = self._advance()
         if self._next == key:
             self._next = self._advance()
-        elif not quarantined:
+        elif not quarantined():
             self.report.lagging(f"unlisted project: simple/{name}/ is not in {ROOT_JSON_KEY}")
 
     def finish(self) -> None:

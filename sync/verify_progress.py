@@ -31,9 +31,9 @@ class CheckpointError(ValueError):
 
 class Checkpoint:
     """Where a verify keeps its claims and how far it got. Without a folder, claims go to a temporary one and
-    nothing is kept."""
+    nothing is kept. `claims` and `parts` put the claims elsewhere, split by shard (sync/verify_share.py)."""
 
-    def __init__(self, directory: Path | None, identity: dict[str, Any]):
+    def __init__(self, directory: Path | None, identity: dict[str, Any], *, claims: Path | None = None, parts: int = 1):
         self.kept = directory is not None
         self._temp = None if directory else tempfile.TemporaryDirectory(prefix="pypi-cdn-verify-")
         self.directory = Path(self._temp.name) if self._temp else cast(Path, directory)
@@ -43,7 +43,8 @@ class Checkpoint:
             if self.kept:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self.saved = self._load()
-            self.spill = ClaimSpill(self.directory / "claims", keep=self.saved.get("runs", 0))
+            spill_to = claims or self.directory / "claims"
+            self.spill = ClaimSpill(spill_to, keep=self.saved.get("runs", 0), parts=parts)
         except OSError as error:
             raise CheckpointError(f"checkpoint {self.directory}: {error}") from None
         self._last_save = time.monotonic()

@@ -8,22 +8,26 @@ import hashlib
 import io
 import json
 import random
+import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from sync import cli
-from sync.claims import Claim, ClaimSpill, Shard
+from sync.claims import Claim, ClaimSpill, Shard, grouped
 from sync.storage import open_storage
 from sync.verify import Mode, VerifyReport, verify_mirror
 from sync.verify_progress import CheckpointError, VerifyProgress
+from sync.verify_share import ShareError
 from tests.fixtures.verify_rig import OBJECTS, PROJECTS, Rig, sha256_of
 from tests.synthetic_mirror import write_mirror
 
 # (mode, share re-hashed besides): every way a verify checks the bytes
 CHECKING_MODES = [(Mode.CHECKSUM, 0.0), (Mode.CHECKSUM, 1.0), (Mode.REHASH, 0.0)]
 MODE_IDS = ["checksum", "checksum+rehash-sample", "rehash"]
+PROJECT_PAGE = re.compile(r"simple/[^/]+/index\.(html|v1_json)\Z")
 
 
 def verify(rig: Rig, mode: Mode = Mode.CHECKSUM, sample: float = 0.0, **options: Any) -> VerifyReport:
@@ -149,6 +153,76 @@ def test_shards_split_the_objects_and_together_find_what_one_verify_finds(rig, c
     assert all(part.counts["projects"] == PROJECTS + 1 for part in parts)  # each shard reads every page
 
 
+def _sharing(rig: Rig, share, count: int, **options: Any) -> list[VerifyReport]:
+    """The `count` shards of one verify run at once, sharing their page pass through folder `share`."""
+    with ThreadPoolExecutor(count) as pool:
+        shards = [Shard(index, count) for index in range(count)]
+        return list(pool.map(lambda shard: verify(rig, shard=shard, share=share, share_wait=60, **options), shards))
+
+
+@pytest.mark.parametrize("count", [2, 5])
+def test_shards_sharing_their_pages_read_each_page_once_and_find_what_one_verify_finds(rig, tmp_path, count):
+    rig.delete(rig.file_key(0))
+    rig.overwrite(rig.file_key(5), b"wrong", recorded="own")
+    rig.publish("intruder", [(rig.file_key(9), sha256_of(b"x"), 40)])
+    whole = verify(rig)
+    if rig.s3:
+        rig.s3.proxy.reset_counts()
+    parts = _sharing(rig, tmp_path / "share", count)
+    assert sum(part.counts["objects"] for part in parts) == whole.counts["objects"]
+    assert sorted(line for part in parts for line in part.problems) == sorted(whole.problems)
+    assert sum(part.counts["projects"] for part in parts) == PROJECTS + 1  # each project's pages read by one shard
+    assert sorted(part.counts["projects"] for part in parts) != [0] * (count - 1) + [PROJECTS + 1]
+    if rig.s3:
+        pages = Counter(key for verb, key in rig.s3.proxy.log if verb == "GET" and PROJECT_PAGE.search(key))
+        assert set(pages.values()) == {1}, pages  # no page read twice, by any shard
+        assert len(pages) == 2 * (PROJECTS + 1)
+
+
+def test_a_shard_sharing_pages_gives_up_on_shards_that_do_not_finish_and_names_them(rig, tmp_path):
+    with pytest.raises(ShareError, match=r"shards 1/3, 2/3 did not finish their page pass within 0 s"):
+        verify(rig, shard=Shard(0, 3), share=tmp_path / "share", share_wait=0.2)
+
+
+def test_a_shared_folder_of_another_verify_is_refused(rig, tmp_path):
+    share = tmp_path / "share"
+    _sharing(rig, share, 2)
+    with pytest.raises(ShareError, match=r"the mark of another verify .*'shards': 2.*'shards': 3"):
+        verify(rig, shard=Shard(1, 3), share=share, share_wait=5)
+
+
+def test_shards_sharing_pages_resume_from_their_checkpoints(rig, tmp_path):
+    """A shard stopped in its object pass resumes with its checkpoint and the shared claims, and finds the same."""
+    rig.delete(rig.file_key(OBJECTS // 2))
+    whole = verify(rig)
+    share, checkpoints = tmp_path / "share", [tmp_path / "checkpoint-0", tmp_path / "checkpoint-1"]
+
+    class StopAfter:
+        def update(self, totals: dict[str, Any], *, force: bool = False) -> None:
+            if totals["phase"] == "objects" and totals["objects"] >= 3:
+                raise KeyboardInterrupt
+
+        def summary(self, totals: dict[str, Any]) -> None:
+            pass
+
+    def shard(index: int, progress: Any = None) -> VerifyReport:
+        return verify(rig, shard=Shard(index, 2), share=share, share_wait=60, checkpoint=checkpoints[index],
+                      progress=progress)  # fmt: skip
+
+    with ThreadPoolExecutor(2) as pool:
+        stopped, other = pool.submit(shard, 0, StopAfter()), pool.submit(shard, 1)
+        with pytest.raises(KeyboardInterrupt):
+            stopped.result()
+        done = other.result()
+    if rig.s3:
+        rig.s3.proxy.reset_counts()
+    resumed = shard(0)
+    assert sorted(resumed.problems + done.problems) == sorted(whole.problems)
+    assert resumed.counts["objects"] + done.counts["objects"] == whole.counts["objects"]
+    if rig.s3:  # the resumed shard reads no page again
+        assert not [key for verb, key in rig.s3.proxy.log if verb == "GET" and PROJECT_PAGE.search(key)]
+
+
 def test_an_interrupted_verify_resumes_after_what_it_checked(rig, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     rig.delete(rig.file_key(OBJECTS // 2))
@@ -217,6 +291,25 @@ def test_shards_cover_the_key_space_once():
         shards = [Shard(index, count).bounds() for index in range(count)]
         for key in keys:
             assert sum(after < key and (upto is None or key <= upto) for after, upto in shards) == 1
+            assert sum(Shard(index, count).holds(key) for index in range(count)) == 1
+    names = [f"project-{n}" for n in range(300)]
+    owners = [[Shard(index, 4).owns(name) for index in range(4)] for name in names]
+    assert all(sum(owned) == 1 for owned in owners)
+    assert all(40 < sum(owned[index] for owned in owners) < 110 for index in range(4))  # spread, not lumped
+
+
+def test_a_spill_split_in_parts_gives_each_shard_exactly_its_keys(tmp_path):
+    """The boundary keys included: `packages/80` is shard 0's of 2 (after < key <= upto), `packages/80/a` shard 1's."""
+    keys = ["packages/00/a", "packages/7f/z", "packages/80", "packages/80/a", "packages/aa/b", "packages/ff/z", "zz"]
+    spill = ClaimSpill(tmp_path / "claims", run_claims=3, parts=2)
+    for key in keys * 2:
+        spill.add(Claim(key, "0" * 64, 1, "p"))
+    spill.flush()
+    for index in range(2):
+        held = sorted({group.key for group in grouped(spill.part_runs(index))})
+        assert held == [key for key in keys if Shard(index, 2).holds(key)]
+    reopened = ClaimSpill(tmp_path / "claims", keep=spill.runs - 1, parts=2)  # the last run is not counted: removed
+    assert len(list((tmp_path / "claims").glob("run-*"))) == 2 * reopened.runs
 
 
 @pytest.mark.parametrize("text", ["4/4", "-1/2", "1/0", "x", "0/257"])
@@ -241,6 +334,22 @@ def test_the_cli_verify_flags(rig, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main([*args, "--rehash-sample", "200%"])
     assert cli.main([*args, "--workers", "65"]) == cli.EXIT_USAGE
+
+
+def test_the_cli_shares_pages_between_shards_and_says_which_did_not_finish(rig, tmp_path, capsys):
+    endpoint = ["--endpoint-url", rig.s3.endpoint_url] if rig.s3 else []
+    share = ["--share-pages", str(tmp_path / "share")]
+    args = ["verify", "--dest", rig.dest, *endpoint, "--log-format", "json", "--workers", "4", *share]
+    rig.delete(rig.file_key())
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(lambda shard: cli.main([*args, "--shard", shard]), ["0/2", "1/2"]))
+    assert sorted(codes) == [cli.EXIT_OK, cli.EXIT_VERIFY_FAILED]
+    assert capsys.readouterr().out.count("missing:") == 1
+    lonely = [*args, "--shard", "0/3", "--share-pages", str(tmp_path / "other"), "--share-wait", "0.1s"]
+    assert cli.main(lonely) == cli.EXIT_USAGE
+    assert "shards 1/3, 2/3 did not finish their page pass within 0 s" in capsys.readouterr().err
+    assert cli.main([*args, "--shard", "0/1"]) == cli.EXIT_USAGE
+    assert "--share-pages: only with --shard I/N" in capsys.readouterr().err
 
 
 def test_s3_stored_sha256_reads_what_the_put_recorded(s3_dest):
