@@ -29,6 +29,7 @@ S3_HEAD_RATE_PER_PREFIX = 5_500  # AWS: "at least 5,500 GET/HEAD requests per se
 GET_PRICE_PER_1000 = 0.0004  # S3 Standard, us-east-1: GET and HEAD ($); LIST is billed as PUT
 LIST_PRICE_PER_1000 = 0.005
 TEN_MILLION = 10_000_000
+MAX_IN_FLIGHT = 64  # the goal's cap on requests in flight
 PYPI_PROJECTS = 930_000
 # `python -m sync` with every botocore API call counted by operation (retries are inside one call), written at exit.
 COUNTING_CLI = """
@@ -58,6 +59,17 @@ class Run:
     rate: float  # objects per second, as the verify's summary says
     requests: Counter[str] = field(default_factory=Counter)
     load: float = 0.0  # 1-minute load average at the start
+    projects: int = 0
+    pages_cpu: float = 0.0  # the verify's CPU seconds when its page pass ended (its last "pages" progress line)
+    cpu_seconds: float = 0.0  # the verify's own CPU at its summary (process_time: no interpreter start-up)
+
+    def cpu_per_project(self) -> float:
+        """Page pass CPU seconds per project: both pages read, checked, their claims spilled."""
+        return self.pages_cpu / max(1, self.projects)
+
+    def cpu_per_object(self) -> float:
+        """Object pass CPU seconds per object."""
+        return (self.cpu_seconds - self.pages_cpu) / max(1, self.objects)
 
 
 def verify_run(dest: str, objects: int, mode: str, work: Path, *, workers: int, endpoint: str | None) -> Run:
@@ -70,17 +82,20 @@ def verify_run(dest: str, objects: int, mode: str, work: Path, *, workers: int, 
     seconds, cpu, peak_mb, code = run_child(command, {**os.environ, **CREDENTIALS}, log, timeout=6 * 3600)
     lines = log.read_text().splitlines()
     summary = next((json.loads(line) for line in reversed(lines) if '"event": "summary"' in line), {})
+    pages = next((json.loads(line) for line in reversed(lines) if '"phase": "pages"' in line), {})
     requests = Counter(json.loads(counts_path.read_text())) if counts_path.exists() else Counter()
     kind = "s3" if dest.startswith("s3://") else "folder"
     rate = summary.get("objects_per_second", 0.0)
     run = Run(kind, objects, mode, seconds, cpu, peak_mb, code, rate, requests, load)
+    run.projects, run.pages_cpu = pages.get("projects", 0), pages.get("cpu_seconds", 0.0)
+    run.cpu_seconds = summary.get("cpu_seconds", 0.0)
     print_row(run)
     return run
 
 
 HEADER = (
     f"{'dest':6} {'objects':>9} {'mode':8} {'exit':>4} {'wall s':>7} {'CPU s':>6} {'objects/s':>9} "
-    f"{'peak RSS MB':>11} {'HEAD':>9} {'GET':>7} {'LIST':>5} {'load':>5}"
+    f"{'peak RSS MB':>11} {'HEAD':>9} {'GET':>7} {'LIST':>5} {'load':>5} {'ms/project':>10} {'ms/object':>9}"
 )
 
 
@@ -90,7 +105,7 @@ def print_row(run: Run) -> None:
     print(
         f"{run.dest:6} {run.objects:>9,} {run.mode:8} {run.exit_code:>4} {run.seconds:>7.1f} {run.cpu:>6.1f} "
         f"{run.rate:>9,.0f} {run.peak_mb:>11.0f} {head:>9,} {get:>7,} {run.requests['ListObjectsV2']:>5,} "
-        f"{run.load:>5.1f}",
+        f"{run.load:>5.1f} {run.cpu_per_project() * 1000:>10.2f} {run.cpu_per_object() * 1000:>9.2f}",
         flush=True,
     )
 
@@ -127,7 +142,7 @@ def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Ru
             return [verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint) for mode in modes]
 
 
-def summary(runs: list[Run], workers: int) -> None:
+def summary(runs: list[Run]) -> None:
     """Bytes per object between sizes, and the extrapolation to 10 million objects."""
     print()
     for dest, mode in sorted({(run.dest, run.mode) for run in runs}):
@@ -140,26 +155,33 @@ def summary(runs: list[Run], workers: int) -> None:
                 f"{dest} {mode}: {slope:.1f} bytes/object from {small.objects:,} to {big.objects:,} objects; "
                 f"peak at 10 million objects ~{at_ten_million:.0f} MB"
             )
-    checksum = [run for run in runs if run.dest == "s3" and run.mode == "checksum" and run.rate]
+    checksum = [run for run in runs if run.dest == "s3" and run.mode == "checksum" and run.cpu_seconds]
     if checksum:
-        rate = max(run.rate for run in checksum)
-        cpu_ms = min(run.cpu / run.objects for run in checksum) * 1000
-        heads = TEN_MILLION
-        gets = 2 * PYPI_PROJECTS
-        lists = TEN_MILLION // 1000 + 2 * PYPI_PROJECTS // 1000
-        cost = (heads + gets) * GET_PRICE_PER_1000 / 1000 + lists * LIST_PRICE_PER_1000 / 1000
-        print(
-            f"10 million objects, checksum mode on S3 ({workers} requests in flight per process):\n"
-            f"  one process at the measured {rate:,.0f} objects/s (moto on this machine): "
-            f"{TEN_MILLION / rate / 3600:.1f} h"
-            f"; shards needed for 1 h: {-(-TEN_MILLION // int(rate * 3600))}\n"
-            f"  the verify's own CPU, {cpu_ms:.1f} ms/object: {TEN_MILLION * cpu_ms / 1000 / 3600:.1f} CPU-hours, "
-            f"so {-(-TEN_MILLION * cpu_ms // 3_600_000):.0f} cores (shards) for 1 h once S3 answers as fast as asked\n"
-            f"  S3's documented {S3_HEAD_RATE_PER_PREFIX:,} HEAD/s per partitioned prefix: "
-            f"{TEN_MILLION / S3_HEAD_RATE_PER_PREFIX / 60:.0f} min for one prefix (packages/ spreads over 256)\n"
-            f"  requests: {heads:,} HEAD + {gets:,} GET (pages of {PYPI_PROJECTS:,} projects) + {lists:,} LIST "
-            f"= ${cost:.2f} at ${GET_PRICE_PER_1000}/1,000 GET/HEAD and ${LIST_PRICE_PER_1000}/1,000 LIST"
-        )
+        ten_million_at(max(checksum, key=lambda run: run.objects))
+
+
+def ten_million_at(run: Run) -> None:
+    """10 million objects and PyPI's projects, checksum mode on S3, from `run`'s CPU per project and per object."""
+    per_project, per_object = run.cpu_per_project(), run.cpu_per_object()
+    cpu = PYPI_PROJECTS * per_project + TEN_MILLION * per_object
+    shards = int(-(-cpu // 3600))
+    gets = 2 * PYPI_PROJECTS
+    lists = TEN_MILLION // 1000 + shards * gets // 1000  # each shard lists all of simple/, two keys a project
+    shared = TEN_MILLION + gets  # HEADs and page GETs, each page read once (--share-pages)
+    cost = shared * GET_PRICE_PER_1000 / 1000 + lists * LIST_PRICE_PER_1000 / 1000
+    print(
+        f"10 million objects, {PYPI_PROJECTS:,} projects, checksum mode on S3, from the {run.objects:,}-object run:\n"
+        f"  CPU: {per_project * 1000:.2f} ms a project (both pages) + {per_object * 1000:.2f} ms an object = "
+        f"{cpu / 3600:.1f} CPU-hours: {shards} shards sharing their pages for 1 h, each on a core\n"
+        f"  requests, pages shared: {TEN_MILLION:,} HEAD + {gets:,} GET + {lists:,} LIST; at most {MAX_IN_FLIGHT} "
+        f"in flight (all shards together) they fit in 1 h if a request takes at most "
+        f"{MAX_IN_FLIGHT * 3600 / shared * 1000:.0f} ms on average\n"
+        f"  requests, 8 shards not sharing: {TEN_MILLION + 9 * PYPI_PROJECTS:,} (each shard reads every JSON page): "
+        f"at most {MAX_IN_FLIGHT * 3600 / (TEN_MILLION + 9 * PYPI_PROJECTS) * 1000:.0f} ms a request\n"
+        f"  S3's documented {S3_HEAD_RATE_PER_PREFIX:,} HEAD/s per partitioned prefix: "
+        f"{TEN_MILLION / S3_HEAD_RATE_PER_PREFIX / 60:.0f} min for one prefix (packages/ spreads over 256)\n"
+        f"  cost: ${cost:.2f} at ${GET_PRICE_PER_1000}/1,000 GET/HEAD and ${LIST_PRICE_PER_1000}/1,000 LIST"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         runs += s3_runs(int(size), args.files, args.workers, args.s3_modes.split(","))
     for size in filter(None, args.folder_sizes.split(",")):
         runs += folder_runs(int(size), args.files, args.workers, args.folder_modes.split(","))
-    summary(runs, args.workers)
+    summary(runs)
 
 
 if __name__ == "__main__":

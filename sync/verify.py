@@ -213,6 +213,8 @@ class _Run:
             root.finish()
         self.position["pages_done"] = True
         self.save()
+        if self.progress is not None:
+            self.progress.update(self.totals(), force=True)  # the page pass's own totals: its projects and CPU
         if shared is not None:
             spill.flush()  # a verify without a checkpoint saves nothing, but the other shards need every claim
             shared.finish(spill.runs, self.position["pages_started"])
@@ -264,6 +266,7 @@ class _Run:
             "pending": counts["pending"],
             **(self.reclaim.totals(counts) if self.reclaim else {}),
             "seconds": round(seconds, 1),
+            "cpu_seconds": round(time.process_time(), 1),
             "objects_per_second": round(rate, 1),
         }
 

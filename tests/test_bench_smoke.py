@@ -103,7 +103,7 @@ def test_freshness_bench_runs_a_tiny_configuration(
 def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -> None:
     verify_scale.main(["--folder-sizes", "150,300", "--s3-sizes", "150", "--s3-modes", "checksum", "--files", "2"])
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines if line.startswith(("folder ", "s3 ")) and len(line.split()) == 12]
+    rows = [line.split() for line in lines if line.startswith(("folder ", "s3 ")) and len(line.split()) == 14]
     assert [(row[0], row[2], row[3]) for row in rows] == [
         ("s3", "checksum", "0"),
         ("folder", "sizes", "0"),
@@ -115,6 +115,9 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     assert rows[0][8] == "152"  # one HEAD per object, and one each for the lease and the root HTML
     assert any(line.startswith("folder rehash: ") and "bytes/object" in line for line in lines)
     assert any("10,000,000 HEAD" in line for line in lines)
+    assert float(rows[0][12]) > 0  # CPU ms a project (the page pass)
+    assert float(rows[0][13]) > 0  # and an object
+    assert any("shards sharing their pages for 1 h" in line for line in lines)
 
 
 @pytest.mark.skipif(not BANDERSNATCH.exists(), reason="build/bandersnatch-venv is missing (bench/_bandersnatch.py)")

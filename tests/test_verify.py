@@ -326,6 +326,10 @@ def test_the_cli_verify_flags(rig, tmp_path, capsys):
     summary = json.loads(next(line for line in err if '"event": "summary"' in line))
     assert summary["objects"] == OBJECTS
     assert summary["objects_per_second"] > 0
+    assert summary["cpu_seconds"] > 0
+    pages = [json.loads(line) for line in err if '"phase": "pages"' in line]
+    assert pages[-1]["projects"] == PROJECTS  # the page pass ends with its own totals
+    assert 0 < pages[-1]["cpu_seconds"] <= summary["cpu_seconds"]
     assert err[-1].startswith(f"sound: {PROJECTS} projects, {OBJECTS} objects checked")
     assert cli.main([*args, "--mode", "sizes", "--checkpoint", str(tmp_path / "cp")]) == cli.EXIT_USAGE
     rig.delete(rig.file_key())
