@@ -19,8 +19,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.compare import CREDENTIALS, run_child
 from tests.synthetic_mirror import load_moto, write_folder
@@ -72,25 +74,56 @@ class Run:
         return (self.cpu_seconds - self.pages_cpu) / max(1, self.objects)
 
 
-def verify_run(dest: str, objects: int, mode: str, work: Path, *, workers: int, endpoint: str | None) -> Run:
-    counts_path, log = work / f"counts-{mode}.json", work / f"verify-{mode}.log"
-    command = [sys.executable, "-c", COUNTING_CLI, str(counts_path), "verify", "--dest", dest]
-    command += ["--mode", mode, "--workers", str(workers), "--log-format", "json"]
-    if endpoint:
-        command += ["--endpoint-url", endpoint]
+def verify_run(
+    dest: str, objects: int, mode: str, work: Path, *, workers: int, endpoint: str | None, shards: int = 1
+) -> Run:
+    """One verify of `dest`; with `shards` > 1, that many shard processes at once sharing their page pass (their
+    wall time the longest, their CPU, requests and projects summed, their peak RSS the largest)."""
     load = os.getloadavg()[0]
-    seconds, cpu, peak_mb, code = run_child(command, {**os.environ, **CREDENTIALS}, log, timeout=6 * 3600)
-    lines = log.read_text().splitlines()
-    summary = next((json.loads(line) for line in reversed(lines) if '"event": "summary"' in line), {})
-    pages = next((json.loads(line) for line in reversed(lines) if '"phase": "pages"' in line), {})
-    requests = Counter(json.loads(counts_path.read_text())) if counts_path.exists() else Counter()
+
+    def child(index: int) -> dict[str, Any]:
+        return _verify_child(dest, mode, work, workers=workers, endpoint=endpoint, index=index, shards=shards)
+
+    with ThreadPoolExecutor(shards) as pool:
+        parts = list(pool.map(child, range(shards)))
     kind = "s3" if dest.startswith("s3://") else "folder"
-    rate = summary.get("objects_per_second", 0.0)
-    run = Run(kind, objects, mode, seconds, cpu, peak_mb, code, rate, requests, load)
-    run.projects, run.pages_cpu = pages.get("projects", 0), pages.get("cpu_seconds", 0.0)
-    run.cpu_seconds = summary.get("cpu_seconds", 0.0)
+    seconds = max(part["seconds"] for part in parts)
+    checked = sum(part["summary"].get("objects", 0) for part in parts)
+    run = Run(
+        kind, objects, mode if shards == 1 else f"{mode}/{shards}", seconds, sum(part["cpu"] for part in parts),
+        max(part["peak_mb"] for part in parts), max(part["code"] for part in parts),
+        parts[0]["summary"].get("objects_per_second", 0.0) if shards == 1 else checked / seconds,
+        sum((part["requests"] for part in parts), Counter()), load,
+    )  # fmt: skip
+    run.projects = sum(part["pages"].get("projects", 0) for part in parts)
+    run.pages_cpu = sum(part["pages"].get("cpu_seconds", 0.0) for part in parts)
+    run.cpu_seconds = sum(part["summary"].get("cpu_seconds", 0.0) for part in parts)
     print_row(run)
     return run
+
+
+def _verify_child(
+    dest: str, mode: str, work: Path, *, workers: int, endpoint: str | None, index: int, shards: int
+) -> dict[str, Any]:
+    name = f"{mode}-{index}-of-{shards}"
+    counts_path, log = work / f"counts-{name}.json", work / f"verify-{name}.log"
+    command = [sys.executable, "-c", COUNTING_CLI, str(counts_path), "verify", "--dest", dest]
+    command += ["--mode", mode, "--workers", str(workers), "--log-format", "json"]
+    if shards > 1:
+        command += ["--shard", f"{index}/{shards}", "--share-pages", str(work / f"share-{mode}")]
+    if endpoint:
+        command += ["--endpoint-url", endpoint]
+    seconds, cpu, peak_mb, code = run_child(command, {**os.environ, **CREDENTIALS}, log, timeout=6 * 3600)
+    lines = log.read_text().splitlines()
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_mb": peak_mb,
+        "code": code,
+        "summary": next((json.loads(line) for line in reversed(lines) if '"event": "summary"' in line), {}),
+        "pages": next((json.loads(line) for line in reversed(lines) if '"phase": "pages"' in line), {}),
+        "requests": Counter(json.loads(counts_path.read_text())) if counts_path.exists() else Counter(),
+    }
 
 
 HEADER = (
@@ -120,7 +153,7 @@ def folder_runs(objects: int, files: int, workers: int, modes: list[str]) -> lis
         return [verify_run(str(root), count, mode, Path(work), workers=workers, endpoint=None) for mode in modes]
 
 
-def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Run]:
+def s3_runs(objects: int, files: int, workers: int, modes: list[str], shards: int = 1) -> list[Run]:
     from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads only for the S3 runs
     from moto.s3.models import s3_backends  # noqa: PLC0415
 
@@ -130,7 +163,7 @@ def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Ru
     logging.getLogger("waitress").setLevel(logging.ERROR)  # its queue-depth warnings are the load, not news
     projects = max(1, objects // (files + files // 2))
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    with serve_in_thread(backend, threads=workers) as endpoint:
+    with serve_in_thread(backend, threads=workers * shards) as endpoint:
         bucket = f"verify-scale-{objects}"
         backend.create_bucket(bucket, "us-east-1")
         started = time.perf_counter()
@@ -139,7 +172,10 @@ def s3_runs(objects: int, files: int, workers: int, modes: list[str]) -> list[Ru
         print(f"bucket of {count:,} objects loaded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="verify-scale-") as work:
             dest = f"s3://{bucket}"
-            return [verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint) for mode in modes]
+            return [
+                verify_run(dest, count, mode, Path(work), workers=workers, endpoint=endpoint, shards=shards)
+                for mode in modes
+            ]
 
 
 def summary(runs: list[Run]) -> None:
@@ -195,12 +231,18 @@ def main(argv: list[str] | None = None) -> None:
         help="verify modes run on each folder (a folder records no checksum: checksum mode re-hashes, as rehash does)",
     )
     parser.add_argument("--files", type=int, default=10, help="files per project (each other one has .metadata)")
-    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=32, help="requests in flight per verify process")
+    parser.add_argument(
+        "--s3-shards",
+        type=int,
+        default=1,
+        help="on S3, run this many shards at once sharing their pages (--share-pages)",
+    )
     args = parser.parse_args(argv)
     runs: list[Run] = []
     print(HEADER, flush=True)
     for size in filter(None, args.s3_sizes.split(",")):
-        runs += s3_runs(int(size), args.files, args.workers, args.s3_modes.split(","))
+        runs += s3_runs(int(size), args.files, args.workers, args.s3_modes.split(","), args.s3_shards)
     for size in filter(None, args.folder_sizes.split(",")):
         runs += folder_runs(int(size), args.files, args.workers, args.folder_modes.split(","))
     summary(runs)

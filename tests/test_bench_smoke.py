@@ -120,6 +120,16 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     assert any("shards sharing their pages for 1 h" in line for line in lines)
 
 
+def test_verify_scale_runs_shards_that_share_their_pages(capsys: pytest.CaptureFixture[str]) -> None:
+    verify_scale.main(["--folder-sizes", "", "--s3-sizes", "150", "--s3-modes", "checksum", "--files", "2",
+                       "--s3-shards", "2"])  # fmt: skip
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("s3 ")]
+    assert [(row[1], row[2], row[3]) for row in rows] == [("150", "checksum/2", "0")]
+    # HEAD: each object once, each shard's lease, shard 0's root HTML; GET: 50 projects' two pages once, the root
+    # JSON, each shard's state
+    assert (rows[0][8], rows[0][9]) == ("153", "103")
+
+
 @pytest.mark.skipif(not BANDERSNATCH.exists(), reason="build/bandersnatch-venv is missing (bench/_bandersnatch.py)")
 def test_verify_vs_bandersnatch_runs_on_a_tiny_corpus(capsys: pytest.CaptureFixture[str]) -> None:
     assert verify_vs_bandersnatch.main(["--projects", "3", "--files", "2"]) == 0
