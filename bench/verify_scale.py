@@ -12,6 +12,7 @@ Run: .venv/bin/python -m bench.verify_scale [--folder-sizes 100000,1000000] [--s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ S3_HEAD_RATE_PER_PREFIX = 5_500  # AWS: "at least 5,500 GET/HEAD requests per se
 GET_PRICE_PER_1000 = 0.0004  # S3 Standard, us-east-1: GET and HEAD ($); LIST is billed as PUT
 LIST_PRICE_PER_1000 = 0.005
 TEN_MILLION = 10_000_000
+BUCKETS = itertools.count()
 MAX_IN_FLIGHT = 64  # the goal's cap on requests in flight
 PYPI_PROJECTS = 930_000
 # `python -m sync` with every botocore API call counted by operation (retries are inside one call), written at exit.
@@ -164,7 +166,7 @@ def s3_runs(objects: int, files: int, workers: int, modes: list[str], shards: in
     projects = max(1, objects // (files + files // 2))
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     with serve_in_thread(backend, threads=workers * shards) as endpoint:
-        bucket = f"verify-scale-{objects}"
+        bucket = f"verify-scale-{objects}-{next(BUCKETS)}"  # moto's buckets outlive a run in this process
         backend.create_bucket(bucket, "us-east-1")
         started = time.perf_counter()
         count = load_moto(backend, bucket, projects, files)
