@@ -206,6 +206,7 @@ def ten_million_at(run: Run) -> None:
     gets = 2 * PYPI_PROJECTS
     lists = TEN_MILLION // 1000 + shards * gets // 1000  # each shard lists all of simple/, two keys a project
     shared = TEN_MILLION + gets  # HEADs and page GETs, each page read once (--share-pages)
+    unshared = TEN_MILLION + (shards + 1) * PYPI_PROJECTS  # the first shard reads both pages, the others JSON
     cost = shared * GET_PRICE_PER_1000 / 1000 + lists * LIST_PRICE_PER_1000 / 1000
     print(
         f"10 million objects, {PYPI_PROJECTS:,} projects, checksum mode on S3, from the {run.objects:,}-object run:\n"
@@ -214,8 +215,8 @@ def ten_million_at(run: Run) -> None:
         f"  requests, pages shared: {TEN_MILLION:,} HEAD + {gets:,} GET + {lists:,} LIST; at most {MAX_IN_FLIGHT} "
         f"in flight (all shards together) they fit in 1 h if a request takes at most "
         f"{MAX_IN_FLIGHT * 3600 / shared * 1000:.0f} ms on average\n"
-        f"  requests, 8 shards not sharing: {TEN_MILLION + 9 * PYPI_PROJECTS:,} (each shard reads every JSON page): "
-        f"at most {MAX_IN_FLIGHT * 3600 / (TEN_MILLION + 9 * PYPI_PROJECTS) * 1000:.0f} ms a request\n"
+        f"  requests, {shards} shards not sharing: {unshared:,} (the first reads both pages, each other one every "
+        f"JSON page): at most {MAX_IN_FLIGHT * 3600 / unshared * 1000:.0f} ms a request\n"
         f"  S3's documented {S3_HEAD_RATE_PER_PREFIX:,} HEAD/s per partitioned prefix: "
         f"{TEN_MILLION / S3_HEAD_RATE_PER_PREFIX / 60:.0f} min for one prefix (packages/ spreads over 256)\n"
         f"  cost: ${cost:.2f} at ${GET_PRICE_PER_1000}/1,000 GET/HEAD and ${LIST_PRICE_PER_1000}/1,000 LIST"

@@ -120,6 +120,17 @@ def test_verify_scale_runs_on_tiny_mirrors(capsys: pytest.CaptureFixture[str]) -
     assert any("shards sharing their pages for 1 h" in line for line in lines)
 
 
+def test_verify_scale_extrapolates_shards_and_requests_from_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    run = verify_scale.Run("s3", 10_000, "checksum", 60.0, 11.0, 80.0, 0, 200.0, projects=1_000)
+    run.pages_cpu, run.cpu_seconds = 1.0, 11.0  # 1 ms a project, 1 ms an object
+    verify_scale.ten_million_at(run)
+    out = capsys.readouterr().out
+    # 930,000 x 1 ms + 10,000,000 x 1 ms = 10,930 CPU seconds: 4 one-hour shards
+    assert "3.0 CPU-hours: 4 shards sharing their pages" in out
+    # unshared, the first shard reads both pages of every project and the 3 others each JSON page
+    assert "4 shards not sharing: 14,650,000" in out
+
+
 def test_verify_scale_runs_shards_that_share_their_pages(capsys: pytest.CaptureFixture[str]) -> None:
     verify_scale.main(["--folder-sizes", "", "--s3-sizes", "150", "--s3-modes", "checksum", "--files", "2",
                        "--s3-shards", "2"])  # fmt: skip
