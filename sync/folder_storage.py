@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import heapq
 import io
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
@@ -34,6 +36,8 @@ from sync.storage import (
 
 TEMP_ATTEMPTS = 3  # tries at a temp file whose folder a concurrent delete keeps pruning
 TEMP_NAME_BYTES = 64  # at most this much of `<name>` goes into a temp file's name: a long name still gets a temp file
+FOLDER_RUN_NAMES = 65_536  # a folder walk sorts this many names in memory; a bigger folder's runs go to disk
+RUN_READ = 2**16  # bytes a spilled run is read at a time while the runs are merged
 
 T = TypeVar("T")
 
@@ -300,15 +304,21 @@ class FolderStorage:
 
     def _walk(self, directory: Path, key_prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`. A folder whose
-        keys all sort before `start_after` is not entered. Only the names of one folder are held (a flat simple/ of
-        PyPI's 930,000 projects is one folder), each stat'ed as its turn comes."""
-        try:
-            with os.scandir(directory) as scan:
-                names = sorted(filter(None, map(_walked_name, scan)))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as error:
-            raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
+        keys all sort before `start_after` is not entered. At most FOLDER_RUN_NAMES names of one folder are held (a
+        flat simple/ of PyPI's 930,000 projects is one folder: its runs are sorted on disk), each stat'ed in turn."""
+        with contextlib.ExitStack() as runs:
+            try:
+                with os.scandir(directory) as scan:
+                    names = _sorted_in_runs(filter(None, map(_walked_name, scan)), runs)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as error:
+                raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
+            yield from self._walk_names(directory, key_prefix, start_after, names)
+
+    def _walk_names(
+        self, directory: Path, key_prefix: str, start_after: str, names: Iterable[str]
+    ) -> Iterator[ObjectInfo]:
         for name in names:
             key = key_prefix + name
             if name.endswith("/"):
@@ -323,6 +333,30 @@ class FolderStorage:
                 raise StorageError(f"cannot stat {directory / name}: {error.strerror or error}") from error
             if stat.S_ISREG(info.st_mode):
                 yield ObjectInfo(key, info.st_size, self._etag(info), info.st_mtime)
+
+
+def _sorted_in_runs(names: Iterator[str], runs: contextlib.ExitStack) -> Iterable[str]:
+    """`names` sorted: in memory up to FOLDER_RUN_NAMES of them; past that, sorted runs of that many are written to
+    unnamed temporary files (closed with `runs`) and merged as they are read back."""
+    run = sorted(islice(names, FOLDER_RUN_NAMES))
+    if len(run) < FOLDER_RUN_NAMES:
+        return run
+    spills: list[BinaryIO] = []
+    while run:
+        spill = runs.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - closed with `runs`
+        spills.append(spill)
+        spill.write(b"".join(name.encode("utf-8", "surrogatepass") + b"\0" for name in run))
+        run = sorted(islice(names, FOLDER_RUN_NAMES))
+    return heapq.merge(*map(_read_run, spills))
+
+
+def _read_run(spill: BinaryIO) -> Iterator[str]:
+    """The names a run holds, in its order (each ends in NUL, which no file name holds)."""
+    spill.seek(0)
+    rest = b""
+    while chunk := spill.read(RUN_READ):
+        *whole, rest = (rest + chunk).split(b"\0")
+        yield from (name.decode("utf-8", "surrogatepass") for name in whole)
 
 
 def _walked_name(entry: os.DirEntry[str]) -> str | None:

@@ -83,3 +83,21 @@ def test_folder_upload_errors_from_the_source_pass_through_unchanged(tmp_path):
     with pytest.raises(TimeoutError, match="upstream stalled"):
         folder.put_file("f", Broken(), sha256=sha(b""), size=None, content_type=BINARY, cache_control="")
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize("run_names", [2, 3, 1000])
+def test_a_folder_bigger_than_a_run_lists_in_the_same_order(tmp_path, monkeypatch, run_names):
+    """A folder of more names than FOLDER_RUN_NAMES is sorted in runs spilled to disk and merged: the same keys in
+    the same order as a folder sorted whole, odd names and sub-folders included."""
+    storage = FolderStorage(tmp_path)
+    names = ["b", "a", "ä", "z-1", "A", "0", "a.b", "\U0001f600", "x y", "a-"]
+    for name in names:
+        put_small(storage, f"simple/{name}", name.encode())
+        put_small(storage, f"simple/{name}-dir/inner", b"")
+    whole = [info.key for info in storage.list("simple/")]
+    monkeypatch.setattr(folder_module, "FOLDER_RUN_NAMES", run_names)
+    assert [info.key for info in storage.list("simple/")] == whole
+    assert [info.key for info in storage.list("simple/", start_after="simple/a.b")] == [
+        key for key in whole if key > "simple/a.b"
+    ]
+    assert sorted(whole) == sorted(f"simple/{name}{inner}" for name in names for inner in ("", "-dir/inner"))
