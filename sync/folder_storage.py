@@ -306,19 +306,13 @@ class FolderStorage:
         """Regular files under `directory` in key order: siblings sorted by name, folders as `name/`. A folder whose
         keys all sort before `start_after` is not entered. At most FOLDER_RUN_NAMES names of one folder are held (a
         flat simple/ of PyPI's 930,000 projects is one folder: its runs are sorted on disk), each stat'ed in turn."""
-        with contextlib.ExitStack() as runs:
-            try:
-                with os.scandir(directory) as scan:
-                    names = _sorted_in_runs(filter(None, map(_walked_name, scan)), runs)
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            except OSError as error:
-                raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
-            yield from self._walk_names(directory, key_prefix, start_after, names)
-
-    def _walk_names(
-        self, directory: Path, key_prefix: str, start_after: str, names: Iterable[str]
-    ) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(directory) as scan:
+                names = _sorted_in_runs(filter(None, map(_walked_name, scan)))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as error:
+            raise StorageError(f"cannot list {directory}: {error.strerror or error}") from error
         for name in names:
             key = key_prefix + name
             if name.endswith("/"):
@@ -335,19 +329,35 @@ class FolderStorage:
                 yield ObjectInfo(key, info.st_size, self._etag(info), info.st_mtime)
 
 
-def _sorted_in_runs(names: Iterator[str], runs: contextlib.ExitStack) -> Iterable[str]:
-    """`names` sorted: in memory up to FOLDER_RUN_NAMES of them; past that, sorted runs of that many are written to
-    unnamed temporary files (closed with `runs`) and merged as they are read back."""
+def _sorted_in_runs(names: Iterator[str]) -> Iterable[str]:
+    """`names` sorted: in memory up to FOLDER_RUN_NAMES of them (a list: a small folder costs no more than before);
+    past that, sorted runs of that many are written to unnamed temporary files and merged as they are read back."""
     run = sorted(islice(names, FOLDER_RUN_NAMES))
     if len(run) < FOLDER_RUN_NAMES:
         return run
     spills: list[BinaryIO] = []
-    while run:
-        spill = runs.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - closed with `runs`
-        spills.append(spill)
-        spill.write(b"".join(name.encode("utf-8", "surrogatepass") + b"\0" for name in run))
-        run = sorted(islice(names, FOLDER_RUN_NAMES))
-    return heapq.merge(*map(_read_run, spills))
+    try:
+        while run:
+            spills.append(cast(BinaryIO, tempfile.TemporaryFile()))  # noqa: SIM115 - closed by _merged
+            spills[-1].write(b"".join(name.encode("utf-8", "surrogatepass") + b"\0" for name in run))
+            run = sorted(islice(names, FOLDER_RUN_NAMES))
+    except BaseException:
+        _close_all(spills)
+        raise
+    return _merged(spills)
+
+
+def _merged(spills: list[BinaryIO]) -> Iterator[str]:
+    """The runs' names in order; the run files are closed when the merge ends or the walk drops it."""
+    try:
+        yield from heapq.merge(*map(_read_run, spills))
+    finally:
+        _close_all(spills)
+
+
+def _close_all(files: list[BinaryIO]) -> None:
+    for file in files:
+        file.close()
 
 
 def _read_run(spill: BinaryIO) -> Iterator[str]:
